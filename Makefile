@@ -1,0 +1,34 @@
+# Run:  make demo   (install, then the whole pipeline on the tiny demo model: dvc repro)
+#       make test   (install, then every test tier that runs without a GPU)
+#       make help
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+# A pinned CPU wheel here; on GPU hosts use e.g.  make install TORCH="torch==2.13.0 --index-url <cuda index>"
+TORCH ?= torch==2.13.0
+BIN := $(abspath $(VENV))/bin
+RUN := PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+.PHONY: help install demo test test-fast lint clean
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed  ## create .venv with the pipeline and test tools
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+demo: install  ## run the pipeline (dvc repro) offline on the demo default
+	$(RUN) dvc repro
+
+test: install  ## all CPU tests: fast unit tests and the slow end-to-end pipeline tests
+	$(RUN) pytest
+
+test-fast: install  ## only the fast tier
+	$(RUN) pytest -m "not slow"
+
+clean:  ## remove generated models, prepared data and the local MLflow store (not the venv)
+	rm -rf models data/prepared mlflow.db mlruns

@@ -1,0 +1,245 @@
+"""Typed, validated view of params.yaml: every stage calls `load_params()` once before doing any work.
+
+Unknown keys, wrong types and out-of-range values fail here with the dotted key that is wrong, so a typo in
+`dvc exp run -S train.lora.rr=8` stops the stage instead of silently training with the default.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from llmops.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(Strict):
+    raw_train: Path
+    raw_eval: Path
+    domain_text: Path
+    general_text: Path
+    general_evals: Path
+    calibration: Path
+    base_dir: Path
+    prepared_dir: Path
+    adapter_dir: Path
+    eval_tasks: Path
+    prompts: Path
+    reports: Path
+    judge_cache: Path
+
+    # Derived file names: named here once so stages and tests agree (dvc.yaml names the same files).
+    @property
+    def prepared_train(self) -> Path:
+        return self.prepared_dir / "train.jsonl"
+
+    @property
+    def prepared_eval(self) -> Path:
+        return self.prepared_dir / "eval.jsonl"
+
+    @property
+    def base_identity(self) -> Path:
+        return self.base_dir / "identity.json"
+
+    def report(self, name: str) -> Path:
+        return self.reports / name
+
+
+class TinyModel(Strict):
+    vocab_size: int = Field(1024, ge=300, le=65536)
+    hidden_size: int = Field(64, ge=8)
+    intermediate_size: int = Field(256, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    max_position_embeddings: int = Field(512, ge=64)
+    pretrain_steps: int = Field(1000, ge=0)
+    batch_size: int = Field(16, ge=1)
+    seq_len: int = Field(128, ge=16)
+    learning_rate: float = Field(3e-3, gt=0)
+    general_weight: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> "TinyModel":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+        return self
+
+
+class Base(Strict):
+    model: str = "tiny"
+    revision: str | None = None
+    seed: int = 0
+    tiny: TinyModel = TinyModel()
+
+
+class Prepare(Strict):
+    min_examples: int = Field(50, ge=1)
+    max_seq_len: int = Field(256, ge=16)
+    truncation: Literal["error", "drop", "truncate"] = "error"
+    allow_leakage: bool = False
+    label_regex: str = r"Category:\s*([A-Za-z0-9_\-]+)"
+    system_prompt: Path | None = None
+    seed: int = 0
+
+
+    @field_validator("label_regex")
+    @classmethod
+    def _one_group(cls, pattern: str) -> str:
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if compiled.groups != 1:
+            raise ValueError("needs exactly one capture group (the label)")
+        return pattern
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _prompt_exists(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"file {path} not found")
+        return path
+
+
+class Lora(Strict):
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(min_length=1)
+
+
+class Train(Strict):
+    accelerate_config: str = "cpu"
+    seed: int = 42
+    epochs: float = Field(5, gt=0)
+    max_steps: int = -1
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler: str = "linear"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(5, ge=1)
+    lora: Lora
+    mlflow_experiment: str = "llmops"
+
+    @field_validator("accelerate_config")
+    @classmethod
+    def _config_exists(cls, name: str) -> str:
+        if not Path("configs/accelerate", f"{name}.yaml").is_file():
+            raise ValueError(f"no launcher config configs/accelerate/{name}.yaml")
+        return name
+
+
+class Eval(Strict):
+    backend: Literal["hf", "vllm"] = "hf"
+    batch_size: int | Literal["auto"] = 16
+    max_gen_toks: int = Field(48, ge=1)
+    limit: int | None = Field(None, ge=1)
+    domain_task: str
+    domain_tasks: list[str]
+    regression_tasks: list[str]
+    bootstrap_samples: int = Field(2000, ge=100)
+    near_zero_base: float = Field(0.05, ge=0, le=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _domain_listed(self) -> "Eval":
+        if self.domain_task not in self.domain_tasks:
+            raise ValueError(f"domain_task {self.domain_task!r} must be one of domain_tasks {self.domain_tasks}")
+        return self
+
+    @property
+    def tasks(self) -> list[str]:
+        return [*self.domain_tasks, *self.regression_tasks]
+
+
+class Judge(Strict):
+    provider: Literal["local", "remote"] = "local"
+    base_url: str | None = None
+    model: str = "base"
+    rubrics: list[str] = Field(min_length=1)
+    repeats: int = Field(1, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_logprobs: int = Field(10, ge=0, le=20)
+    max_tokens: int = Field(64, ge=1)
+    concurrency: int = Field(4, ge=1)
+    timeout_s: float = Field(30, gt=0)
+    max_retries: int = Field(4, ge=0)
+    pass_threshold: float = 3.5
+    min_calibration_kappa: float = Field(0.6, ge=-1, le=1)
+    bootstrap_samples: int = Field(2000, ge=100)
+    price_per_1k_input_tokens: float = Field(0.0, ge=0)
+    price_per_1k_output_tokens: float = Field(0.0, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> "Judge":
+        if self.provider == "remote" and not self.base_url:
+            raise ValueError("provider 'remote' needs base_url (the API key comes from OPENAI_API_KEY, never params)")
+        return self
+
+
+class Gate(Strict):
+    domain_min: float = Field(ge=0, le=1)
+    domain_gain_significant: bool = True
+    regression_min_ratio: float = Field(0.95, gt=0)
+    regression_on: Literal["point", "ci_lower"] = "point"
+    judge_min_mean: float
+    judge_max_invalid_rate: float = Field(ge=0, le=1)
+    judge_max_failure_rate: float = Field(ge=0, le=1)
+
+
+class Report(Strict):
+    base_ref: str = "origin/main"
+    max_chars: int = Field(65000, ge=1000, le=65536)
+    worst_items: int = Field(5, ge=0)
+
+
+class Deploy(Strict):
+    registry_name: str
+    alias: str = "production"
+
+
+class Params(Strict):
+    paths: Paths
+    base: Base
+    prepare: Prepare
+    train: Train
+    eval: Eval
+    judge: Judge
+    gate: Gate
+    report: Report
+    deploy: Deploy
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml; raise ConfigError naming the file and every bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of stage sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_dotted(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None

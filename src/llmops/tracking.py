@@ -1,0 +1,60 @@
+"""MLflow helpers shared by the stages: where the store is and which run a result belongs to.
+
+MLflow mirrors what DVC tracks; the files under reports/ stay the source of truth. The default store is
+`sqlite:///mlflow.db` in the repository (git-ignored); MLFLOW_TRACKING_URI overrides it. `train` opens
+the run and records its id in reports/mlflow_run.json, later stages log into that same run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from llmops.artifacts import read_json
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+RUN_FILE = "mlflow_run.json"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def mlflow():
+    """Import mlflow pointed at our store (import is ~1 s, so only stages that log pay it)."""
+    import logging
+
+    import mlflow as _mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # schema-migration chatter on first use
+    _mlflow.set_tracking_uri(tracking_uri())
+    return _mlflow
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def log_to_training_run(reports: Path, metrics: dict[str, Any], prefix: str) -> str | None:
+    """Log numeric `metrics` into the MLflow run of the training they describe; returns its id."""
+    run_file = reports / RUN_FILE
+    if not run_file.is_file():
+        return None
+    run_id = read_json(run_file)["run_id"]
+    ml = mlflow()
+    numeric = {f"{prefix}.{k}": float(v) for k, v in flatten(metrics).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    client = ml.tracking.MlflowClient()
+    try:
+        client.get_run(run_id)
+    except Exception:  # the run lives in another store (e.g. restored from DVC cache elsewhere)
+        return None
+    for key, value in numeric.items():
+        client.log_metric(run_id, key.replace(",", "_"), value)
+    return run_id

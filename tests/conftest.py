@@ -1,0 +1,106 @@
+"""Shared fixtures: a shrunken real config, a tiny built base model, and a temporary copy of the repo.
+
+Tests never touch the user's MLflow store, DVC cache or home: every artefact goes under tmp_path and
+MLFLOW_TRACKING_URI points into it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def offline_env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        "DVC_NO_ANALYTICS": "1",
+    })
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+
+
+def raw_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def shrink(raw: dict, steps: int = 30) -> dict:
+    """The real params, made tiny: a short pretraining and a few LoRA steps (seconds, not minutes)."""
+    raw["base"]["tiny"].update(pretrain_steps=steps, vocab_size=400, seq_len=64, batch_size=8)
+    raw["train"].update(max_steps=8, logging_steps=2)
+    return raw
+
+
+def make_workdir(dest: Path, raw: dict) -> Path:
+    """A working directory with the repo's data, prompts, configs and the given params.yaml."""
+    for rel in ("data", "prompts", "configs", "evals"):
+        if (ROOT / rel).exists():
+            shutil.copytree(ROOT / rel, dest / rel, ignore=shutil.ignore_patterns("prepared"))
+    (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_workdir(tmp_path_factory) -> Path:
+    """A workdir whose base model is built (short pretraining) and data prepared: shared, read-only."""
+    from llmops import base, prepare
+    from llmops.config import load_params
+
+    work = make_workdir(tmp_path_factory.mktemp("tiny"), shrink(raw_params()))
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        params = load_params()
+        base.run(params)
+        prepare.run(params)
+    finally:
+        os.chdir(cwd)
+    return work
+
+
+@pytest.fixture
+def in_copy_of(tmp_path, monkeypatch):
+    """Return a function that copies a prepared workdir into tmp_path and chdirs there."""
+
+    def _copy(src: Path) -> Path:
+        dest = tmp_path / "work"
+        shutil.copytree(src, dest)
+        monkeypatch.chdir(dest)
+        return dest
+
+    return _copy
+
+
+def copy_repo(dest: Path) -> Path:
+    """The repository as a clean clone would have it (tracked + unignored files), as a fresh git repo."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    env = offline_env(dest)
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, env=env, check=True)
+    return dest
