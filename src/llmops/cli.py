@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
@@ -53,6 +54,100 @@ def train() -> None:
     from llmops import train as stage
 
     run_stage(stage.run)
+
+
+@app.command()
+def serve(
+    adapter: Optional[Path] = typer.Option(None, help="LoRA adapter folder, served as model id 'tuned'"),
+    host: str = typer.Option("127.0.0.1", help="bind address (keep loopback unless behind a proxy)"),
+    port: int = typer.Option(8000, help="0 = any free port"),
+) -> None:
+    """OpenAI-compatible server: the pinned base as 'base' (+ the adapter as 'tuned')."""
+    from llmops import serve as stage
+
+    run_stage(stage.run, adapter, host, port)
+
+
+@app.command()
+def judge() -> None:
+    """Judge tuned and base answers with the rubrics under prompts/rubrics; write reports/judge.json."""
+    from llmops import judge as stage
+
+    run_stage(stage.run)
+
+
+@app.command()
+def gate(no_fail: bool = typer.Option(False, "--no-fail", help="always exit 0 (the dvc.yaml stage); CI runs without it")) -> None:
+    """Apply params.yaml gate rules; write reports/gate.json. Exit 0 pass, 1 fail, 2 could not judge."""
+    from llmops import gate as stage
+    from llmops.config import load_params
+    from llmops.errors import ConfigError
+
+    try:
+        load_params()
+    except ConfigError as exc:  # unreadable rules: the gate cannot judge (2), it never passes
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(0 if no_fail else 2)
+    result = run_stage(stage.run, no_fail)
+    typer.secho(f"gate {result['summary']}", err=True, fg="green" if result["exit_code"] == 0 else "red")
+    sys.exit(0 if no_fail else result["exit_code"])
+
+
+@app.command()
+def report(base_ref: Optional[str] = typer.Option(None, help="git ref to diff against (default: "
+                                                   "$LLMOPS_REPORT_BASE_REF, then params report.base_ref)")) -> None:
+    """Write reports/report.md: gate table, per-task results, DVC params/metrics diffs, judge, data, runtime."""
+    from llmops import report as stage
+
+    run_stage(stage.run, base_ref)
+
+
+@app.command()
+def comment(
+    repo: str = typer.Option(..., help="owner/name"),
+    pr: int = typer.Option(..., help="pull request number"),
+    file: Path = typer.Option(Path("reports/report.md"), help="Markdown body"),
+) -> None:
+    """Create or update the sticky PR comment (token: GITHUB_TOKEN; API: GITHUB_API_URL)."""
+    from llmops.github import sticky_comment
+
+    try:
+        print(json.dumps(sticky_comment(repo, pr, file.read_text(encoding="utf-8"))))
+    except (StageError, OSError) as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(1)
+
+
+@app.command()
+def deploy() -> None:
+    """Register the gated adapter in the MLflow registry, smoke-test it, move the alias."""
+    from llmops import deploy as stage
+
+    run_stage(stage.run)
+
+
+@app.command()
+def rollback() -> None:
+    """Move the registry alias back to the version that held it before the last deploy."""
+    from llmops import deploy as stage
+
+    run_stage(stage.rollback)
+
+
+@app.command("eval-base")
+def eval_base() -> None:
+    """lm-eval on the base model: reports/eval_base.json and its per-sample logs."""
+    from llmops import evaluate as stage
+
+    run_stage(stage.run, "base")
+
+
+@app.command("eval-tuned")
+def eval_tuned() -> None:
+    """lm-eval on base + adapter, paired against eval_base: reports/eval_tuned.json, eval_compare.json."""
+    from llmops import evaluate as stage
+
+    run_stage(stage.run, "tuned")
 
 
 def main() -> None:  # pragma: no cover - console entry

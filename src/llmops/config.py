@@ -176,6 +176,7 @@ class Judge(Strict):
     concurrency: int = Field(4, ge=1)
     timeout_s: float = Field(30, gt=0)
     max_retries: int = Field(4, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
     pass_threshold: float = 3.5
     min_calibration_kappa: float = Field(0.6, ge=-1, le=1)
     bootstrap_samples: int = Field(2000, ge=100)
@@ -193,11 +194,12 @@ class Judge(Strict):
 class Gate(Strict):
     domain_min: float = Field(ge=0, le=1)
     domain_gain_significant: bool = True
-    regression_min_ratio: float = Field(0.95, gt=0)
+    regression_min_ratio: float = Field(0.95, gt=0, le=1)
     regression_on: Literal["point", "ci_lower"] = "point"
     judge_min_mean: float
     judge_max_invalid_rate: float = Field(ge=0, le=1)
     judge_max_failure_rate: float = Field(ge=0, le=1)
+    judge_rates_binding: Literal["always", "calibrated"] = "always"
 
 
 class Report(Strict):
@@ -209,10 +211,24 @@ class Report(Strict):
 class Deploy(Strict):
     registry_name: str
     alias: str = "production"
+    smoke_max_latency_s: float = Field(60, gt=0)
+    smoke_max_tokens: int = Field(16, ge=1)
+
+
+class Tracking(Strict):
+    uri: str | None = None
+
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, uri: str | None) -> str | None:
+        if uri and "@" in uri.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("credentials in the URI would be committed: use MLFLOW_TRACKING_USERNAME/PASSWORD env")
+        return uri
 
 
 class Params(Strict):
     paths: Paths
+    tracking: Tracking = Tracking()
     base: Base
     prepare: Prepare
     train: Train

@@ -1,8 +1,9 @@
 """MLflow helpers shared by the stages: where the store is and which run a result belongs to.
 
 MLflow mirrors what DVC tracks; the files under reports/ stay the source of truth. The default store is
-`sqlite:///mlflow.db` in the repository (git-ignored); MLFLOW_TRACKING_URI overrides it. `train` opens
-the run and records its id in reports/mlflow_run.json, later stages log into that same run.
+`sqlite:///mlflow.db` in the repository (git-ignored); params.yaml `tracking.uri` overrides it and the
+MLFLOW_TRACKING_URI env var overrides both. `train` opens the run and records its id in
+reports/mlflow_run.json, later stages log into that same run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ RUN_FILE = "mlflow_run.json"
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """MLFLOW_TRACKING_URI, else params.yaml `tracking.uri`, else the repository's sqlite store."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    from llmops.config import PARAMS_FILE, load_params
+
+    return (load_params(PARAMS_FILE).tracking.uri if PARAMS_FILE.is_file() else None) or DEFAULT_TRACKING_URI
 
 
 def mlflow():

@@ -1,0 +1,72 @@
+"""Run every benchmark and write the table to reports/bench.md (quoted in the README).
+
+Run:  make bench      (= python bench/run_all.py; about 25 minutes on a 2-core CPU)
+      python bench/run_all.py --quick     (fewer repeats and sizes, for a smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import eval_overhead  # noqa: E402
+import gpu  # noqa: E402
+import growth  # noqa: E402
+import judge_scaling  # noqa: E402
+import pipeline  # noqa: E402
+import train_overhead  # noqa: E402
+from common import ROOT, Row  # noqa: E402
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def table(rows: list[Row]) -> str:
+    out = ["| bench | measure | median | min | max | n | target | met |", "|---|---|---:|---:|---:|---:|---|---|"]
+    for r in rows:
+        nums = ["-" if math.isnan(v) else f"{v:.3g}" for v in (r.median, r.low, r.high)]
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        out.append(f"| {r.bench} | {r.measure} | {nums[0]} {r.unit} | {nums[1]} | {nums[2]} | {r.repeats} | "
+                   f"{r.target} | {met} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports/bench.md")
+    args = parser.parse_args()
+    reps = 1 if args.quick else 3
+    rows: list[Row] = []
+    rows += pipeline.run(1 if args.quick else 2)
+    rows += train_overhead.run(reps)
+    rows += eval_overhead.run(reps)
+    rows += judge_scaling.run(32 if args.quick else 64, 0.2, [1, 4, 16])
+    rows += growth.run([50, 200] if args.quick else [50, 200, 1000], [40, 200] if args.quick else [40, 200, 1000])
+    rows += gpu.run()
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = (f"# Benchmarks\n\nMeasured {when} on {cpu_name()}, {os.cpu_count()} cores, "
+              f"Python {platform.python_version()}; `python bench/run_all.py{' --quick' if args.quick else ''}`. "
+              "Machines here are shared and noisy: the ratios, measured side by side in one run, are the "
+              "headline; absolute times say what one run saw.\n\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(header + table(rows) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""Stage `report`: the one Markdown document a reviewer reads on the pull request (reports/report.md).
+
+Run:  llmops report                          (diffs against params report.base_ref)
+      llmops report --base-ref origin/main   (or LLMOPS_REPORT_BASE_REF=...; CI passes the PR's base branch)
+      llmops comment --repo owner/name --pr 7 --file reports/report.md   (the sticky PR comment, see github.py)
+
+Sections: gate verdict table with reasons, base vs tuned per task with CIs, a Mermaid chart GitHub renders,
+DVC's own `dvc params diff` / `dvc metrics diff` against the base branch, judge summary with the worst-scored
+items, data stats, runtime per stage, the MLflow run id. The report is not the gate: any missing input makes
+its section say "not available" and the rest still renders. It never exceeds report.max_chars (GitHub caps a
+comment at 65,536): the least important sections are dropped first and the document says which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmops.artifacts import write_text
+from llmops.config import Params
+from llmops.github import MARKER
+BASE_REF_ENV = "LLMOPS_REPORT_BASE_REF"
+NA = "_not available_"
+
+
+@dataclass
+class Section:
+    title: str
+    body: str
+    keep: int  # trimming drops the lowest `keep` first; 100 = never dropped
+
+    def render(self) -> str:
+        return f"## {self.title}\n\n{self.body.rstrip()}\n"
+
+
+def _read(path: Path) -> tuple[Any, str | None]:
+    """(data, None) or (None, why it is not available)."""
+    if not path.is_file():
+        return None, f"{NA} ({path} missing)"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")), None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, f"{NA} ({path} is not valid JSON: {exc})"
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if isinstance(value, bool) or value is None:
+        return "n/a" if value is None else str(value)
+    if isinstance(value, (int, float)):
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return str(value)
+
+
+def _g(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else _f(value)
+
+
+def _ci(pair: Any) -> str:
+    return f"[{_f(pair[0])}, {_f(pair[1])}]" if isinstance(pair, list) and len(pair) == 2 else ""
+
+
+def _clip(text: Any, limit: int) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _cell(text: Any, limit: int = 300) -> str:
+    """Text safe inside a Markdown table cell: one line, bounded length, pipes escaped."""
+    return _clip(text, limit).replace("|", "\\|")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("-" if c is None else _cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _dvc_diff(kind: str, base_ref: str) -> str:
+    """DVC's own Markdown diff of the workspace against base_ref (`dvc params diff` / `dvc metrics diff`)."""
+    try:
+        proc = subprocess.run(["dvc", kind, "diff", base_ref, "--md"], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{NA} (`dvc {kind} diff` could not run: {exc})"
+    if proc.returncode:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"{NA} (`dvc {kind} diff {base_ref}` failed: {_cell(why, 200)})"
+    return proc.stdout.strip() or f"No {kind} changed against `{base_ref}`."
+
+
+def gate_section(gate: dict | None, why: str | None) -> str:
+    if gate is None:
+        return f"**Verdict: not available** ({why}). Without a gate verdict nothing deploys."
+    icon = {"pass": "✅", "fail": "❌"}.get(gate.get("verdict"), "⚠️")
+    lines = [f"**Verdict: {icon} {gate.get('verdict')}** (exit code {gate.get('exit_code')}; "
+             f"adapter `{str(gate.get('adapter_sha256'))[:12]}`)", ""]
+    rows = [["✅" if r.get("passed") else "❌" if r.get("binding") else "⚠️", r.get("rule"), "binding" if r.get("binding") else "advisory",
+             _g(r.get("observed")), f"{r.get('op')} {_g(r.get('threshold'))}", r.get("reason")]
+            for r in gate.get("rules", [])]
+    lines.append(_table(["", "rule", "kind", "observed", "threshold", "reason"], rows))
+    if gate.get("errors"):
+        lines += ["", "**The gate could not judge:**", *[f"- {_cell(e, 500)}" for e in gate["errors"]]]
+    return "\n".join(lines)
+
+
+def tasks_section(compare: dict | None, why: str | None) -> str:
+    if compare is None:
+        return why or NA
+    rows = []
+    for name, t in (compare.get("tasks") or {}).items():
+        rows.append([name, t.get("kind"), t.get("metric"), t.get("n"), _f(t.get("base")), _f(t.get("tuned")),
+                     f"{_f(t.get('delta'))} {_ci(t.get('delta_ci'))}",
+                     f"{_f(t.get('ratio'))} {_ci(t.get('ratio_ci'))}", t.get("rule"),
+                     _f(t.get("p_value"), 4), t.get("test")])
+    return ("95% confidence intervals in brackets; the gate judges `regression` tasks on `rule`.\n\n"
+            + _table(["task", "kind", "metric", "n", "base", "tuned", "delta [CI]", "ratio [CI]", "rule",
+                      "p", "test"], rows))
+
+
+def chart_section(compare: dict | None, why: str | None) -> str:
+    """A Mermaid xychart GitHub renders: two bar series on alternating slots, so bars never overlap."""
+    tasks = (compare or {}).get("tasks") or {}
+    pairs = [(n, t.get("base"), t.get("tuned")) for n, t in tasks.items()
+             if isinstance(t.get("base"), (int, float)) and isinstance(t.get("tuned"), (int, float))]
+    if not pairs:
+        return why or NA
+    labels = ", ".join(f'"{_cell(n, 40).replace(chr(34), "")} {side}"' for n, _, _ in pairs
+                       for side in ("base", "tuned"))
+    base = ", ".join(f"{v:.4f}, 0" for _, v, _ in pairs)
+    tuned = ", ".join(f"0, {v:.4f}" for _, _, v in pairs)
+    return "\n".join([
+        "First bar of each pair: base model; second: tuned adapter.", "",
+        "```mermaid", "xychart-beta", '    title "Score per task: base vs tuned"',
+        f"    x-axis [{labels}]", '    y-axis "score" 0 --> 1',
+        f"    bar [{base}]", f"    bar [{tuned}]", "```"])
+
+
+def judge_section(judge: dict | None, why: str | None) -> str:
+    if judge is None:
+        return why or NA
+    rows = [[name, _f((r.get("tuned") or {}).get("mean")), _ci((r.get("tuned") or {}).get("ci")),
+             _f((r.get("base") or {}).get("mean")), _f(r.get("delta")), _f((r.get("tuned") or {}).get("pass_rate")),
+             (r.get("tuned") or {}).get("n")]
+            for name, r in (judge.get("rubrics") or {}).items()]
+    cal = judge.get("calibration") or {}
+    tokens = judge.get("tokens") or {}
+    return "\n".join([
+        f"Judge `{judge.get('judge_model')}` ({judge.get('provider')}); calibrated: **{cal.get('calibrated')}** "
+        f"(kappa {_f(cal.get('kappa'))} vs min {_f(cal.get('min_kappa'))} on {cal.get('n')} human labels; "
+        f"{_cell(cal.get('reason', ''), 200)}). Uncalibrated judge scores are advisory.", "",
+        _table(["rubric", "tuned mean", "CI", "base mean", "delta", "tuned pass rate", "n"], rows), "",
+        f"invalid rate {_f(judge.get('invalid_rate'))}, failure rate {_f(judge.get('failure_rate'))}, "
+        f"{judge.get('calls')} calls ({_f(judge.get('cache_hit_rate'))} cache hits), "
+        f"tokens {tokens.get('prompt')} in / {tokens.get('completion')} out, cost ${_f(judge.get('cost_usd'), 4)}"])
+
+
+def worst_items_section(path: Path, n: int) -> str:
+    """The n lowest-scored judgments of the tuned model's eval answers (reports/judge_items.jsonl)."""
+    if not path.is_file():
+        return f"{NA} ({path} missing)"
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if (isinstance(item, dict) and isinstance(item.get("score"), (int, float))
+                and item.get("model") == "tuned" and item.get("kind", "eval") == "eval"):
+            items.append(item)
+    if not items:
+        return f"{NA} (no scored tuned items in {path})"
+    items.sort(key=lambda i: (i["score"], str(i.get("id"))))
+    rows = [[i.get("id"), i.get("rubric"), _f(float(i["score"]), 2), _clip(i.get("answer") or "", 200),
+             _clip(i.get("reference") or "", 120), _clip(i.get("reasoning") or i.get("error") or "", 200)]
+            for i in items[:n]]
+    return _table(["item", "rubric", "score", "tuned answer", "reference", "judge's reasoning"], rows)
+
+
+def data_section(data: dict | None, why: str | None) -> str:
+    if data is None:
+        return why or NA
+    rows = []
+    for split in ("train", "eval"):
+        s = data.get(split) or {}
+        tok = s.get("tokens") or {}
+        rows.append([split, s.get("raw"), s.get("final"), s.get("duplicates_dropped"), s.get("dropped_too_long"),
+                     s.get("truncated"), _f(tok.get("mean"), 1), tok.get("max"),
+                     ", ".join(f"{k}: {v}" for k, v in (s.get("labels") or {}).items())])
+    return (_table(["split", "raw", "final", "duplicates", "too long", "truncated", "mean tokens", "max tokens",
+                    "labels"], rows)
+            + f"\n\nTrain/eval leakage: {data.get('leaked')}; truncation policy: {data.get('truncation_policy')}.")
+
+
+def runtime_section(reports: Path) -> str:
+    rows = []
+    for path in sorted(reports.glob("*.json")):
+        data, _ = _read(path)
+        if not isinstance(data, dict):
+            continue
+        seconds = data.get("runtime_s", (data.get("timing_s") or {}).get("total")
+                           if isinstance(data.get("timing_s"), dict) else None)
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+            rows.append([path.stem, _f(float(seconds), 1)])
+    return _table(["stage (report file)", "runtime (s)"], rows) if rows else NA
+
+
+def build(params: Params, base_ref: str) -> str:
+    """The whole document, already trimmed to params.report.max_chars."""
+    paths, cfg = params.paths, params.report
+    gate, gate_why = _read(paths.report("gate.json"))
+    compare, compare_why = _read(paths.report("eval_compare.json"))
+    judge, judge_why = _read(paths.report("judge.json"))
+    data, data_why = _read(paths.report("data.json"))
+    run, _ = _read(paths.report("mlflow_run.json"))
+    run_id = run.get("run_id") if isinstance(run, dict) else None
+    head = "\n".join([
+        MARKER, "# llmops report", "",
+        f"Gate: **{(gate or {}).get('verdict', 'not available')}** · base ref `{base_ref}` · "
+        f"MLflow run `{run_id or 'not available'}`"
+        + (f" (experiment {run.get('experiment_id')})" if run_id else ""), "", ""])
+    sections = [
+        Section("Quality gate", gate_section(gate, gate_why), keep=100),
+        Section("Base vs tuned per task", tasks_section(compare, compare_why), keep=90),
+        Section("Chart", chart_section(compare, compare_why), keep=60),
+        Section(f"Params diff against `{base_ref}`", _dvc_diff("params", base_ref), keep=80),
+        Section(f"Metrics diff against `{base_ref}`", _dvc_diff("metrics", base_ref), keep=70),
+        Section("LLM judge", judge_section(judge, judge_why), keep=50),
+        Section(f"Worst-scored items (tuned, lowest {cfg.worst_items})",
+                worst_items_section(paths.report("judge_items.jsonl"), cfg.worst_items), keep=10),
+        Section("Data", data_section(data, data_why), keep=30),
+        Section("Runtime per stage", runtime_section(paths.reports), keep=20),
+    ]
+    return fit(head, sections, cfg.max_chars)
+
+
+def fit(head: str, sections: list[Section], max_chars: int) -> str:
+    """Drop the least important sections until the document fits; say which ones went, and why."""
+    kept, dropped = list(sections), []
+
+    def doc() -> str:
+        note = ("" if not dropped else
+                f"> **Trimmed** to stay under {max_chars:,} characters (GitHub's comment limit): omitted "
+                + ", ".join(f"'{s.title}' ({len(s.render()):,} chars)" for s in dropped)
+                + ". The full reports are in the workflow's `reports` artifact.\n\n")
+        return head + note + "\n".join(s.render() for s in kept)
+
+    while len(doc()) > max_chars and any(s.keep < 100 for s in kept):
+        victim = min((s for s in kept if s.keep < 100), key=lambda s: s.keep)
+        kept.remove(victim)
+        dropped.append(victim)
+    text = doc()
+    if len(text) > max_chars:  # only the never-dropped sections are left and they are still too long
+        tail = "\n\n> **Truncated** here to stay under the comment limit.\n"
+        text = text[: max_chars - len(tail)] + tail
+    return text
+
+
+def run(params: Params, base_ref: str | None = None) -> dict:
+    ref = base_ref or os.environ.get(BASE_REF_ENV) or params.report.base_ref
+    text = build(params, ref)
+    out = params.paths.report("report.md")
+    write_text(out, text)
+    return {"report": str(out), "chars": len(text), "base_ref": ref, "trimmed": "**Trimmed**" in text}

@@ -1,0 +1,295 @@
+"""The PR report: built in a temporary git repo (base commit + PR commit, real `dvc params/metrics diff`), its size
+limit, missing inputs, and the sticky comment against a loopback fake of the GitHub REST API."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import yaml
+
+from conftest import make_workdir, offline_env, raw_params
+from llmops import gate, report
+from llmops.artifacts import sha256_tree
+from llmops.config import load_params
+from llmops.github import sticky_comment
+from llmops.errors import StageError
+from test_gate import compare_metrics, judge_metrics
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def git(repo, *args):
+    subprocess.run(["git", *args], cwd=repo, env=offline_env(repo), check=True, capture_output=True)
+
+
+def put(repo, rel, obj):
+    path = repo / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj, indent=2))
+
+
+@pytest.fixture
+def pr_repo(tmp_path, monkeypatch):
+    """main: lr 0.001 and its metrics; branch pr: lr 0.01, general_qa forgotten. Metrics declared in dvc.yaml."""
+    repo = make_workdir(tmp_path / "repo", raw_params())
+    monkeypatch.chdir(repo)
+    put(repo, ".gitignore", "/models/\n/mlflow.db\n")
+    put(repo, "dvc.yaml", yaml.safe_dump({"metrics": ["reports/eval_compare.json", "reports/data.json"]}))
+    adapter = repo / "models/adapter"
+    put(repo, "models/adapter/adapter_model.safetensors", "weights v1")
+    put(repo, "reports/eval_compare.json", compare_metrics(sha256_tree(adapter)))
+    put(repo, "reports/data.json", {"train": {"raw": 60, "final": 60, "labels": {"billing": 10}, "tokens": {"mean": 76.2, "max": 92}},
+                                    "eval": {"raw": 60, "final": 60}, "leaked": 0, "truncation_policy": "error"})
+    put(repo, "reports/train_perf.json", {"runtime_s": 15.25})
+    put(repo, "reports/mlflow_run.json", {"run_id": "0123abcd", "experiment_id": "1", "tracking_uri": "sqlite:///mlflow.db"})
+    git(repo, "init", "-q", "-b", "main")
+    subprocess.run(["dvc", "init", "-q"], cwd=repo, env=offline_env(repo), check=True)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "base")
+    git(repo, "checkout", "-qb", "pr")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(learning_rate=0.01, epochs=30)
+    put(repo, "params.yaml", yaml.safe_dump(params, sort_keys=False))
+    put(repo, "models/adapter/adapter_model.safetensors", "weights v2 (forgot)")
+    sha = sha256_tree(adapter)
+    forgot = compare_metrics(sha)
+    forgot["tasks"]["general_qa"].update(tuned=0.05, delta=-0.95, ratio=0.05, ratio_ci=[0.0, 0.15])
+    put(repo, "reports/eval_compare.json", forgot)
+    put(repo, "reports/judge.json", dict(judge_metrics(sha), timing_s={"answers": 15.1, "total": 34.89}))
+    put(repo, "reports/judge_items.jsonl", "".join(json.dumps(
+        {"kind": k, "id": f"eval-{i}", "rubric": "triage_quality", "model": m, "score": s, "answer": f"answer {i}",
+         "reference": "Category: billing", "reasoning": f"note {i} | {m}"}) + "\n"
+        for i, (k, m, s) in enumerate([("eval", "tuned", 4.0), ("eval", "tuned", 1.0), ("eval", "base", 0.5),
+                                       ("eval", "tuned", 2.0), ("calibration", "calibration", 0.0),
+                                       ("eval", "tuned", None)])))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "pr: higher learning rate")
+    gate.run(load_params())
+    return repo
+
+
+def test_report_has_both_dvc_diffs_gate_table_and_sections(pr_repo):
+    result = report.run(load_params(), base_ref="main")
+    text = (pr_repo / "reports/report.md").read_text()
+    assert result["chars"] == len(text) and not result["trimmed"]
+    assert text.startswith(report.MARKER)
+    # DVC's own params diff: the changed knobs with old and new values
+    params_diff = section(text, "Params diff against `main`")
+    assert re.search(r"\| params\.yaml\s*\| train\.learning_rate\s*\| 0\.001\s*\| 0\.01\s*\|", params_diff), params_diff
+    assert "train.epochs" in params_diff
+    # DVC's own metrics diff: the forgotten task's numbers from both commits
+    metrics_diff = section(text, "Metrics diff against `main`")
+    assert re.search(r"tasks\.general_qa\.tuned\s*\| 0\.975\s*\| 0\.05\b", metrics_diff), metrics_diff
+    # gate verdict table with the reason naming the task
+    gate_part = section(text, "Quality gate")
+    assert "**Verdict: ❌ fail** (exit code 1" in gate_part
+    assert "| ❌ | regression:general_qa | binding | 0.05 | >= 0.95 | general_qa: tuned/base ratio 0.05 < 0.95 (forgetting) |" in gate_part
+    tasks = section(text, "Base vs tuned per task")
+    assert "| general_qa | regression | exact_match | 40 | 1.000 | 0.050 | -0.950 [-0.075, 0.000] | 0.050 [0.000, 0.150] |" in tasks
+    chart = section(text, "Chart")
+    assert "```mermaid\nxychart-beta" in chart and '"general_qa base", "general_qa tuned"' in chart
+    assert "bar [0.0000, 0, 0.2000, 0, 1.0000, 0, 0.9750, 0]" in chart
+    assert "calibrated: **True**" in section(text, "LLM judge")
+    worst = section(text, "Worst-scored items (tuned, lowest 5)")
+    assert worst.index("eval-1") < worst.index("eval-3") < worst.index("eval-0")
+    assert "eval-2" not in worst and "eval-4" not in worst and "eval-5" not in worst  # base, calibration, unscored
+    assert "note 1 \\| tuned" in worst  # pipes escaped inside table cells
+    assert "| train | 60 | 60 |" in section(text, "Data")
+    assert "| train_perf | 15.2 |" in section(text, "Runtime per stage")
+    assert "| judge | 34.9 |" in section(text, "Runtime per stage")  # judge.json reports timing_s.total
+    assert "MLflow run `0123abcd`" in text
+
+
+def section(text: str, title: str) -> str:
+    start = text.index(f"## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start: end if end > 0 else None]
+
+
+def test_base_ref_from_env_and_unknown_ref_is_not_available(pr_repo, monkeypatch):
+    monkeypatch.setenv(report.BASE_REF_ENV, "no-such-branch")
+    result = report.run(load_params())
+    text = (pr_repo / "reports/report.md").read_text()
+    assert result["base_ref"] == "no-such-branch"
+    assert "## Params diff against `no-such-branch`\n\n_not available_ (`dvc params diff no-such-branch` failed" in text
+    assert "## Quality gate" in text  # the rest still renders
+
+
+def test_missing_inputs_render_not_available(tmp_path, monkeypatch):
+    make_workdir(tmp_path, raw_params())
+    monkeypatch.chdir(tmp_path)
+    report.run(load_params(), base_ref="main")
+    text = (tmp_path / "reports/report.md").read_text()
+    assert "**Verdict: not available**" in text and "nothing deploys" in text
+    for title in ("Base vs tuned per task", "LLM judge", "Data", "Runtime per stage", "Chart"):
+        assert "_not available_" in section(text, title), title
+
+
+def test_huge_judge_items_are_trimmed_first_and_said_so(pr_repo):
+    put(pr_repo, "reports/judge_items.jsonl", "".join(
+        json.dumps({"kind": "eval", "id": f"item-{i}", "rubric": "triage_quality", "model": "tuned", "score": 1.0,
+                    "answer": "y" * 5000, "reasoning": "x" * 5000}) + "\n" for i in range(2000)))
+    raw = yaml.safe_load((pr_repo / "params.yaml").read_text())
+    raw["report"]["worst_items"] = 2000
+    put(pr_repo, "params.yaml", yaml.safe_dump(raw, sort_keys=False))
+    result = report.run(load_params(), base_ref="main")
+    text = (pr_repo / "reports/report.md").read_text()
+    assert result["trimmed"] and len(text) == result["chars"] <= 65000
+    assert "> **Trimmed** to stay under 65,000 characters" in text and "omitted 'Worst-scored items" in text
+    assert "item-0" not in text
+    for kept in ("Quality gate", "Base vs tuned per task", "Params diff", "Metrics diff", "LLM judge", "Data"):
+        assert f"## {kept}" in text, kept  # only what had to go went
+
+
+def test_tiny_limit_drops_sections_in_order_then_truncates(pr_repo):
+    raw = yaml.safe_load((pr_repo / "params.yaml").read_text())
+    raw["report"]["max_chars"] = 1000
+    put(pr_repo, "params.yaml", yaml.safe_dump(raw, sort_keys=False))
+    report.run(load_params(), base_ref="main")
+    text = (pr_repo / "reports/report.md").read_text()
+    assert len(text) <= 1000
+    assert text.startswith(report.MARKER) and "## Quality gate" in text and "**Truncated**" in text
+    note = text[text.index("omitted"):]
+    assert note.index("Worst-scored") < note.index("Runtime") < note.index("Data") < note.index("LLM judge")
+
+
+# --- the sticky comment, against a loopback server speaking GitHub's REST protocol -------------------------
+
+class FakeGitHub(ThreadingHTTPServer):
+    token = "test-token"
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Handler)
+        # 130 unrelated comments first: the marked one lands on page 2, so pagination must work
+        self.comments = [{"id": i, "body": f"comment {i}", "html_url": f"https://gh/c/{i}"} for i in range(1, 131)]
+        self.calls: list[tuple[str, str]] = []
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: FakeGitHub
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status, obj, headers=None):
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorised(self):
+        self.server.calls.append((self.command, self.path))
+        if self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            self._send(401, {"message": "Bad credentials"})
+            return False
+        return True
+
+    def do_GET(self):
+        if not self._authorised():
+            return
+        url = urlparse(self.path)
+        if url.path != "/repos/acme/llm/issues/7/comments":
+            return self._send(404, {"message": "Not Found"})
+        q = parse_qs(url.query)
+        per_page, page = int(q.get("per_page", ["30"])[0]), int(q.get("page", ["1"])[0])
+        chunk = self.server.comments[(page - 1) * per_page: page * per_page]
+        headers = {}
+        if page * per_page < len(self.server.comments):
+            headers["Link"] = (f'<{self.server.url}{url.path}?per_page={per_page}&page={page + 1}>; rel="next", '
+                               f'<{self.server.url}{url.path}?per_page={per_page}&page=99>; rel="last"')
+        self._send(200, chunk, headers)
+
+    def _body(self):
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def do_POST(self):
+        if not self._authorised():
+            return
+        if self.path != "/repos/acme/llm/issues/7/comments":
+            return self._send(404, {"message": "Not Found"})
+        new = {"id": 1000 + len(self.server.comments), "body": self._body()["body"]}
+        new["html_url"] = f"https://gh/c/{new['id']}"
+        self.server.comments.append(new)
+        self._send(201, new)
+
+    def do_PATCH(self):
+        if not self._authorised():
+            return
+        cid = int(self.path.rsplit("/", 1)[-1])
+        found = next((c for c in self.server.comments if c["id"] == cid), None)
+        if not self.path.startswith("/repos/acme/llm/issues/comments/") or found is None:
+            return self._send(404, {"message": "Not Found"})
+        found["body"] = self._body()["body"]
+        self._send(200, found)
+
+
+@pytest.fixture
+def github():
+    server = FakeGitHub()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def marked(server):
+    return [c for c in server.comments if report.MARKER in c["body"]]
+
+
+def test_sticky_comment_created_then_updated(github, monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", github.token)
+    monkeypatch.setenv("GITHUB_API_URL", github.url)
+    first = sticky_comment("acme/llm", 7, f"{report.MARKER}\nverdict: fail")
+    assert first["action"] == "created"
+    assert [m for m, _ in github.calls] == ["GET", "GET", "POST"]  # both pages read before creating
+    github.calls.clear()
+    second = sticky_comment("acme/llm", 7, "verdict: pass")  # marker added when the body lacks it
+    assert second == {"action": "updated", "id": first["id"], "url": first["url"]}
+    assert [m for m, _ in github.calls] == ["GET", "GET", "PATCH"]
+    assert len(marked(github)) == 1 and marked(github)[0]["body"].endswith("verdict: pass")
+    assert len(github.comments) == 131
+
+
+def test_comment_cli_and_errors(github, tmp_path):
+    body = tmp_path / "report.md"
+    body.write_text(f"{report.MARKER}\n# report\n")
+    env = offline_env(tmp_path, GITHUB_TOKEN=github.token, GITHUB_API_URL=github.url)
+    args = ["--repo", "acme/llm", "--pr", "7", "--file", str(body)]
+    cmd = ["llmops", "comment", *args]
+    # the installed CLI creates; the workflow's no-install path (stdlib only, PYTHONPATH=src) updates
+    no_install = [sys.executable, "-I", "-S", "-c",  # -S: no site-packages at all, only the standard library
+                  f"import sys; sys.path.insert(0, {str(SRC)!r}); from llmops.github import main; sys.exit(main())", *args]
+    for command, expected in ((cmd, "created"), (no_install, "updated")):
+        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["action"] == expected
+    assert len(marked(github)) == 1
+    env["GITHUB_TOKEN"] = "wrong-secret-value"
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and "HTTP 401" in proc.stderr and "wrong-secret-value" not in proc.stderr
+    del env["GITHUB_TOKEN"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and "GITHUB_TOKEN is not set" in proc.stderr
+
+
+def test_comment_rejects_bad_repo(monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", "t")
+    with pytest.raises(StageError, match="owner/name"):
+        sticky_comment("acme/llm/../../x", 7, "body")
