@@ -24,7 +24,7 @@ from llmops.errors import StageError
 from llmops.tracking import mlflow
 from test_gate import compare_metrics, judge_metrics
 
-NAME = "llmops-triage-adapter"
+NAME = raw_params()["deploy"]["registry_name"]  # baked repos name it after their slug
 
 
 def ok_smoke(params, adapter_dir: Path) -> dict:

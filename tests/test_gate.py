@@ -103,7 +103,8 @@ def test_passing_metrics_pass(work):
 
 
 @pytest.mark.parametrize("mutate, failing, words", [
-    (lambda c, j: c["tasks"]["triage_gen"].update(tuned=0.1), "domain_min", ["triage_gen", "0.1", "domain_min 0.2"]),
+    (lambda c, j: c["tasks"]["triage_gen"].update(tuned=0.1), "domain_min",
+     ["triage_gen", "0.1", f"domain_min {raw_params()['gate']['domain_min']}"]),
     (lambda c, j: c["tasks"]["triage_gen"].update(delta_ci=[-0.02, 0.4]), "domain_gain_significant",
      ["triage_gen", "not significant"]),
     (lambda c, j: c["tasks"]["general_qa"].update(tuned=0.05, ratio=0.05, ratio_ci=[0.0, 0.12]),

@@ -123,23 +123,25 @@ def test_shuffle_is_seeded(work):
 def test_length_policy(work, policy):
     import yaml
 
+    # the limit sits just above the longest normal record, whatever this repo's tokenizer and prompt make of it
+    longest = run_with(work, many(60))["train"]["tokens"]["max"]
+    limit = longest + 5
     raw = yaml.safe_load((work / "params.yaml").read_text())
-    raw["prepare"].update(max_seq_len=110, truncation=policy)
+    raw["prepare"].update(max_seq_len=limit, truncation=policy)
     (work / "params.yaml").write_text(yaml.safe_dump(raw))
     long = {"input": "short incident at node 9", "output": "Category: billing\nAction: " + "call back " * 60}
     records = many(60) + [long]
     if policy == "error":
-        with pytest.raises(DataError, match="exceed prepare.max_seq_len 110") as err:
+        with pytest.raises(DataError, match=f"exceed prepare.max_seq_len {limit}") as err:
             run_with(work, records)
         assert err.value.line == 61
-        assert_no_outputs(work)
         return
     stats = run_with(work, records)
     if policy == "drop":
         assert stats["train"]["dropped_too_long"] == 1 and stats["train"]["final"] == 60
     else:
         assert stats["train"]["truncated"] == 1 and stats["train"]["final"] == 61
-        assert stats["train"]["tokens"]["max"] <= 110
+        assert stats["train"]["tokens"]["max"] <= limit
 
 
 def test_cli_exits_nonzero_with_one_line(work):

@@ -1,0 +1,49 @@
+"""Validate the answers before anything is written (cookiecutter runs this; exit 1 aborts the bake).
+
+Each error names the question, so `--no-input key=value` mistakes are fixed in one go.
+"""
+
+import json
+import re
+import sys
+from urllib.parse import urlparse
+
+ANSWERS = json.loads({{ cookiecutter | jsonify | tojson }})
+LABEL = re.compile(r"^[A-Za-z0-9_\-]+$")  # what params.yaml prepare.label_regex captures after "Category:"
+errors = []
+
+slug = ANSWERS["project_slug"]
+if not re.fullmatch(r"[a-z][a-z0-9\-]*", slug):
+    errors.append(f"project_slug {slug!r}: use lowercase letters, digits and '-', starting with a letter")
+labels = [label.strip() for label in ANSWERS["labels"].split(",") if label.strip()]
+if len(labels) < 2:
+    errors.append(f"labels {ANSWERS['labels']!r}: give at least two labels, comma-separated")
+if len(set(labels)) != len(labels):
+    errors.append(f"labels {ANSWERS['labels']!r}: a label is repeated")
+for label in labels:
+    if not LABEL.match(label):
+        errors.append(f"labels: {label!r} may only use letters, digits, '_' and '-'")
+for key in ("domain_name", "domain_description"):
+    if not ANSWERS[key].strip() or "\n" in ANSWERS[key]:
+        errors.append(f"{key}: must be one non-empty line")
+for key, ok, allowed in (("gate_domain_min", lambda v: 0 <= v <= 1, "between 0 and 1"),
+                         ("gate_regression_min_ratio", lambda v: 0 < v <= 1, "a ratio in (0, 1], e.g. 0.95")):
+    if not ANSWERS[key]:
+        continue  # empty = keep the template's params.yaml value
+    try:
+        if not ok(float(ANSWERS[key])):
+            errors.append(f"{key} {ANSWERS[key]!r}: must be {allowed}")
+    except ValueError:
+        errors.append(f"{key} {ANSWERS[key]!r}: not a number")
+for key in ("judge_base_url", "mlflow_tracking_uri", "dvc_remote_url"):
+    url = urlparse(ANSWERS[key])
+    if url.username or url.password:
+        errors.append(f"{key}: no credentials in URLs (they would be committed); use the environment instead")
+if ANSWERS["judge_base_url"] and urlparse(ANSWERS["judge_base_url"]).scheme not in ("http", "https"):
+    errors.append(f"judge_base_url {ANSWERS['judge_base_url']!r}: expected an http(s)://.../v1 URL or empty")
+if ANSWERS["dvc_remote_url"] and not urlparse(ANSWERS["dvc_remote_url"]).scheme and not ANSWERS["dvc_remote_url"].startswith("/"):
+    errors.append(f"dvc_remote_url {ANSWERS['dvc_remote_url']!r}: expected e.g. s3://bucket/path or an absolute path")
+
+if errors:
+    print("Cannot generate the project:\n  " + "\n  ".join(errors), file=sys.stderr)
+    sys.exit(1)
