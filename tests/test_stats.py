@@ -87,3 +87,12 @@ def test_compare_picks_the_rule_and_the_test():
     graded = stats.compare([0.5, 0.2], [0.7, 0.4], samples=99, seed=0, near_zero_base=0.05)
     assert graded["test"] == "paired_bootstrap" and graded["p_value"] == pytest.approx(1 / 100)
     assert all(math.isfinite(v) for v in graded["delta_ci"] + graded["ratio_ci"])
+
+
+def test_mean_ci_brackets_the_mean_and_handles_empty():
+    from llmops.stats import mean_ci
+
+    assert mean_ci([], 200, 0) is None
+    assert mean_ci([3.0] * 10, 200, 0) == [3.0, 3.0]  # no spread, no interval
+    lo, hi = mean_ci([1, 2, 3, 4, 5] * 4, 2000, 0)
+    assert lo < 3.0 < hi and hi - lo < 2

@@ -456,14 +456,10 @@ def quadratic_kappa(a: list[int], b: list[int], lo: int, hi: int) -> float | Non
 
 
 def bootstrap_ci(values: list[float], samples: int, seed: int) -> list[float] | None:
-    import numpy as np
+    from llmops.stats import mean_ci
 
-    if not values:
-        return None
-    x = np.asarray(values, dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(samples, len(x)))
-    means = x[idx].mean(axis=1)
-    return [round(float(np.percentile(means, 2.5)), 6), round(float(np.percentile(means, 97.5)), 6)]
+    ci = mean_ci(values, samples, seed)
+    return None if ci is None else [round(v, 6) for v in ci]
 
 
 def _r(value: float | None) -> float | None:

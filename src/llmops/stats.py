@@ -43,6 +43,14 @@ def _percentile_ci(values: np.ndarray, level: float = CI_LEVEL) -> list[float]:
     return [float(lo), float(hi)]
 
 
+def mean_ci(values, samples: int, seed: int, level: float = CI_LEVEL) -> list[float] | None:
+    """Percentile CI of the mean of one sample (e.g. judge scores); None when there are no values."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return None
+    return _percentile_ci(x[bootstrap_indices(x.size, samples, seed)].mean(axis=1), level)
+
+
 def delta_ci(base, tuned, samples: int, seed: int, level: float = CI_LEVEL) -> list[float]:
     """Percentile CI of mean(tuned) - mean(base) over paired item resamples."""
     b, t = _pair(base, tuned)
