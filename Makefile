@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 BIN := $(abspath $(VENV))/bin
 RUN := PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: help install demo test test-fast lint clean
+.PHONY: help install demo test test-fast bench clean
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -32,3 +32,6 @@ test-fast: install  ## only the fast tier
 
 clean:  ## remove generated models, prepared data and the local MLflow store (not the venv)
 	rm -rf models data/prepared mlflow.db mlruns
+
+bench: install  ## run every benchmark and write reports/bench.md (~15 min on 2 CPU cores)
+	$(RUN) python bench/run_all.py

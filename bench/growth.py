@@ -54,8 +54,11 @@ def run(train_sizes: list[int], eval_sizes: list[int]) -> list[Row]:
             swap_data(repo, min(train_sizes), n)
             sh(["llmops", "prepare"], repo)
             sh(train_cmd, repo)
+            base_wall, base_mem = timed_stage(repo, EVAL_CMDS["eval_base"])  # eval_tuned pairs with its samples
             wall, mem = timed_stage(repo, EVAL_CMDS["eval_tuned"])
             per_item.append(wall / n)
+            rows.append(summarise("growth", f"eval_base stage, {n} eval items (peak {base_mem:.0f} MB)", [base_wall],
+                                  "s"))
             rows.append(summarise("growth", f"eval_tuned stage, {n} eval items (peak {mem:.0f} MB)", [wall], "s"))
         rows.append(summarise("growth", "eval s/item, largest vs smallest set", [per_item[-1] / per_item[0]],
                               "ratio", "<= 1 (linear or better)", lambda v: v <= 1.0))

@@ -1,13 +1,15 @@
 """Run every benchmark and write the table to reports/bench.md (quoted in the README).
 
-Run:  make bench      (= python bench/run_all.py; about 25 minutes on a 2-core CPU)
+Run:  make bench      (= python bench/run_all.py; about 15 minutes on a 2-core CPU)
       python bench/run_all.py --quick     (fewer repeats and sizes, for a smoke run)
+      python bench/run_all.py --resume    (keep the benches reports/bench_rows.json already holds)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import platform
@@ -22,6 +24,8 @@ import growth  # noqa: E402
 import judge_scaling  # noqa: E402
 import pipeline  # noqa: E402
 import train_overhead  # noqa: E402
+from dataclasses import asdict  # noqa: E402
+
 from common import ROOT, Row  # noqa: E402
 
 
@@ -49,15 +53,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "reports/bench.md")
+    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     reps = 1 if args.quick else 3
+    benches = {
+        "pipeline": lambda: pipeline.run(1 if args.quick else 2),
+        "train": lambda: train_overhead.run(reps),
+        "eval": lambda: eval_overhead.run(reps),
+        "judge": lambda: judge_scaling.run(32 if args.quick else 64, 0.2, [1, 4, 16]),
+        "growth": lambda: growth.run([50, 200] if args.quick else [50, 200, 1000],
+                                     [40, 200] if args.quick else [40, 200, 1000]),
+        "gpu": gpu.run,
+    }
+    # Rows are saved after each bench, so a failure late in a 25-minute run keeps what was measured.
+    saved_path = args.out.parent / "bench_rows.json"
+    saved = json.loads(saved_path.read_text()) if args.resume and saved_path.is_file() else {}
     rows: list[Row] = []
-    rows += pipeline.run(1 if args.quick else 2)
-    rows += train_overhead.run(reps)
-    rows += eval_overhead.run(reps)
-    rows += judge_scaling.run(32 if args.quick else 64, 0.2, [1, 4, 16])
-    rows += growth.run([50, 200] if args.quick else [50, 200, 1000], [40, 200] if args.quick else [40, 200, 1000])
-    rows += gpu.run()
+    for name, bench in benches.items():
+        if name not in saved:
+            saved[name] = [asdict(r) for r in bench()]
+            saved_path.parent.mkdir(parents=True, exist_ok=True)
+            saved_path.write_text(json.dumps(saved, indent=2, allow_nan=True) + "\n")
+        rows += [Row(**r) for r in saved[name]]
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = (f"# Benchmarks\n\nMeasured {when} on {cpu_name()}, {os.cpu_count()} cores, "
               f"Python {platform.python_version()}; `python bench/run_all.py{' --quick' if args.quick else ''}`. "
