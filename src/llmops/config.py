@@ -85,6 +85,9 @@ class Prepare(Strict):
     max_seq_len: int = Field(256, ge=16)
     truncation: Literal["error", "drop", "truncate"] = "error"
     allow_leakage: bool = False
+    max_line_bytes: int = Field(1 << 20, ge=1024)
+    leakage_ngram: int = Field(3, ge=1, le=16)
+    leakage_threshold: float = Field(0.9, gt=0, le=1)
     label_regex: str = r"Category:\s*([A-Za-z0-9_\-]+)"
     system_prompt: Path | None = None
     seed: int = 0
