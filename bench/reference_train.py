@@ -38,6 +38,8 @@ def main() -> None:
         full = tok.apply_chat_template(messages, tokenize=False)
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         a_ids = tok(full[len(prompt):], add_special_tokens=False)["input_ids"]
+        if a_ids[-1:] != [tok.eos_token_id]:  # the stage teaches the model to stop: same tokens, same work
+            a_ids.append(tok.eos_token_id)
         rows.append({"input_ids": p_ids + a_ids, "attention_mask": [1] * (len(p_ids) + len(a_ids)),
                      "labels": [-100] * len(p_ids) + a_ids})
     model = AutoModelForCausalLM.from_pretrained(args.base)
