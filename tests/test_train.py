@@ -89,8 +89,8 @@ def test_last_logged_loss_and_curve():
 
 def test_accelerate_command_keeps_the_config(tmp_path):
     cmd = train.accelerate_command(tmp_path / "cpu.yaml")
-    assert cmd[1:4] == ["-m", "accelerate.commands.accelerate_cli", "launch"]
-    assert cmd[4:] == ["--config_file", str(tmp_path / "cpu.yaml"), "-m", "llmops.train"]
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"]  # the module `accelerate launch` runs
+    assert cmd[3:] == ["--config_file", str(tmp_path / "cpu.yaml"), "-m", "llmops.train"]
 
 
 def test_dvc_stage_shows_the_accelerate_config():
@@ -123,6 +123,36 @@ def test_missing_accelerate_config_is_named(tiny_workdir, in_copy_of):
     work = in_copy_of(tiny_workdir)
     with pytest.raises(StageError, match="configs/accelerate/nope.yaml"):
         train.launch(load_params(), work / "configs/accelerate/nope.yaml")
+
+
+@pytest.mark.slow
+def test_launcher_trains_and_logs_the_run(tiny_workdir, tmp_path):
+    """What dvc.yaml runs: accelerate launch under the launcher; the trainer writes the outputs and the launcher
+    (which imported MLflow while the trainer started) logs one run from them."""
+    import shutil
+
+    from conftest import offline_env
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_workdir, work)
+    proc = subprocess.run(["llmops", "train-launch", "--config_file", "configs/accelerate/cpu.yaml"], cwd=work,
+                          env=offline_env(tmp_path), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((work / "reports/train.json").read_text())
+    assert metrics["steps"] == 8 and (work / "models/adapter/adapter_model.safetensors").is_file()
+    perf = json.loads((work / "reports/train_perf.json").read_text())
+    assert "mlflow" not in perf["phases_s"]  # not paid by the trainer
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = json.loads((work / "reports/mlflow_run.json").read_text())["run_id"]
+    run = client.get_run(run_id)
+    assert run.data.metrics["train.loss_after"] == metrics["loss_after"]
+    assert run.data.metrics["train.train_loss_last"] == metrics["train_loss_last"]
+    steps = [m.step for m in client.get_metric_history(run_id, "train.step_loss")]
+    assert steps == [2, 4, 6, 8]
+    experiment = run.info.experiment_id
+    assert [r.info.run_id for r in client.search_runs([experiment])] == [run_id]  # the trainer logged none
 
 
 def tagged_pids(token: str) -> list[int]:

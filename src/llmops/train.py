@@ -192,8 +192,9 @@ def run(params: Params) -> dict[str, Any]:
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else 0,
         "environment": environment(),
     }
-    log_mlflow(params, metrics, perf, trainer.state.log_history)
-    clock.lap("mlflow")
+    if os.environ.get(MLFLOW_BY_ENV) != "launcher":
+        log_mlflow(params, metrics, perf, trainer.state.log_history)
+        clock.lap("mlflow")
     # written last so the phases include MLflow; `process` = since the interpreter started (imports included)
     perf["phases_s"] = clock.summary()
     write_json(paths.report("train_perf.json"), perf)
@@ -262,6 +263,7 @@ def log_mlflow(params: Params, metrics: dict, perf: dict, history: list[dict[str
 # survivor of an earlier run (e.g. one whose launcher was killed with -9) still holds it.
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+MLFLOW_BY_ENV = "LLMOPS_TRAIN_MLFLOW"  # "launcher": the launcher logs the run (below), the trainer does not
 STOP_GRACE_S = 10.0  # SIGTERM to the group, then SIGKILL: enough for torch to exit, short enough for a rerun
 
 
@@ -276,8 +278,10 @@ def set_parent_death_signal(sig: int) -> bool:
 
 
 def accelerate_command(config_file: Path) -> list[str]:
-    """`accelerate launch --config_file <file> -m llmops.train`, run by this interpreter (same venv)."""
-    return [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch", "--config_file", str(config_file),
+    """`accelerate launch --config_file <file> -m llmops.train`, run by this interpreter (same venv). The launch
+    module itself rather than the `accelerate` CLI: the CLI also imports its other subcommands (`estimate` pulls
+    in transformers), ~1 s of startup spent before the trainer even starts."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
             "-m", "llmops.train"]
 
 
@@ -301,7 +305,11 @@ def take_lock(path: Path) -> int:
 
 
 def launch(params: Params, config_file: Path) -> int:
-    """Run accelerate + trainer as one process group that lives no longer than this process; return its exit code."""
+    """Run accelerate + trainer as one process group that lives no longer than this process; return its exit code.
+
+    While the trainer imports and trains, this otherwise idle process imports MLflow and opens its store (seconds,
+    on a core the trainer's single-threaded startup leaves free); once the trainer succeeded it logs the run from
+    the files the trainer wrote. So MLflow costs the user only the logging calls, not its import."""
     if not config_file.is_file():
         raise StageError(f"{config_file}: accelerate config not found (train.accelerate_config in params.yaml)")
     parent = os.getppid()
@@ -314,33 +322,63 @@ def launch(params: Params, config_file: Path) -> int:
 
     def stop(signum, _frame) -> None:
         received.append(signum)
-        if group:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group[0], signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        if not group:  # trainer finished (or not started): nothing to wait for, stop here, log nothing
+            raise SystemExit(128 + signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group[0], signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, stop)
-    proc = subprocess.Popen(accelerate_command(config_file), start_new_session=True, pass_fds=(lock_fd,),
-                            preexec_fn=lambda: set_parent_death_signal(signal.SIGKILL))
-    group.append(proc.pid)  # the session leader's pid is the group id
-    os.ftruncate(lock_fd, 0)
-    os.pwrite(lock_fd, str(proc.pid).encode(), 0)
+    proc = None
+    try:
+        proc = subprocess.Popen(accelerate_command(config_file), start_new_session=True, pass_fds=(lock_fd,),
+                                env={**os.environ, MLFLOW_BY_ENV: "launcher"},
+                                preexec_fn=lambda: set_parent_death_signal(signal.SIGKILL))
+        group.append(proc.pid)  # the session leader's pid is the group id
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, str(proc.pid).encode(), 0)
+        from llmops.tracking import mlflow
+
+        mlflow().set_experiment(params.train.mlflow_experiment)  # a bad store fails now, not after training
+        code = wait_group(proc, received)
+    finally:
+        group.clear()
+        if proc is not None and proc.poll() is None:  # we are failing before the trainer ended: take it down
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        os.close(lock_fd)
+    if received:
+        return 128 + received[0]
+    if code == 0:
+        paths = params.paths
+        log_mlflow(params, read_json(paths.report("train.json")), read_json(paths.report("train_perf.json")),
+                   read_loss_curve(paths.report("train_loss.csv")))
+    return code
+
+
+def wait_group(proc: subprocess.Popen, received: list[int]) -> int:
+    """Wait for the group leader; once a stop signal came, give the group STOP_GRACE_S, then SIGKILL it.
+    Either way, kill what is left of the group (a trainer outlives accelerate if that was killed)."""
     deadline = None
     try:
         while True:
             try:
-                code = proc.wait(timeout=0.2)
-                break
+                return proc.wait(timeout=0.2)
             except subprocess.TimeoutExpired:
                 if received and deadline is None:
                     deadline = time.monotonic() + STOP_GRACE_S
                 if deadline is not None and time.monotonic() > deadline:
                     os.killpg(proc.pid, signal.SIGKILL)
     finally:
-        with contextlib.suppress(ProcessLookupError):  # the trainer may outlive accelerate if that was killed
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        os.close(lock_fd)
-    return 128 + received[0] if received and code == 0 else code
+
+
+def read_loss_curve(path: Path) -> list[dict[str, Any]]:
+    """reports/train_loss.csv back into log-history entries (step, loss) for MLflow."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        return [{"step": int(row["step"]), "loss": float(row["loss"])} for row in csv.DictReader(fh)]
 
 
 def main() -> None:
