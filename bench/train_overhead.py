@@ -77,6 +77,10 @@ def run(repeats: int, scale: int = 1, repo: Path | None = None) -> list[Row]:
         rows = [
             summarise("train", "training-loop ratio ours/reference", [a["loop"] / b["loop"] for a, b in runs],
                       "ratio", "<= 1.05", lambda v: v <= 1.05),
+            # our loss_before pass runs first and pays the first-call costs the reference's loop pays: this row
+            # charges that whole pass to our loop, a conservative bound
+            summarise("train", "loop ratio, ours incl. loss_before pass", [(a["loop"] + a["phases"]["loss_before"])
+                                                                          / b["loop"] for a, b in runs], "ratio"),
             summarise("train", "whole-process ratio ours/reference", [a["wall"] / b["wall"] for a, b in runs],
                       "ratio", "<= 1.3", lambda v: v <= 1.3),
             summarise("train", "ours: process wall (train-launch)", [a["wall"] for a, _ in runs], "s"),

@@ -238,16 +238,23 @@ def log_mlflow(params: Params, metrics: dict, perf: dict, history: list[dict[str
     ml.set_experiment(params.train.mlflow_experiment)
     paths = params.paths
     with ml.start_run() as run:
-        ml.log_params({f"train.{k}": v for k, v in flatten(params.train.model_dump(mode="json")).items()})
-        ml.log_params({"base.model": params.base.model, "base.revision": str(identity(paths).get("revision"))})
-        for entry in history:
-            if "loss" in entry:
-                ml.log_metric("train.step_loss", entry["loss"], step=entry["step"])
-        ml.log_metrics({f"train.{k}": float(v) for k, v in metrics.items() if v is not None})
-        ml.log_metrics({f"train.{k}": float(v) for k, v in perf.items() if isinstance(v, (int, float))})
+        # one log_batch (one store transaction, chunked by MLflow past its limits) instead of a call per metric:
+        # per-step calls would make a long run's logging grow with its steps
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        logged = {f"train.{k}": v for k, v in flatten(params.train.model_dump(mode="json")).items()}
+        logged.update({"base.model": params.base.model, "base.revision": str(identity(paths).get("revision"))})
+        values = {f"train.{k}": float(v) for k, v in metrics.items() if v is not None}
+        values.update({f"train.{k}": float(v) for k, v in perf.items() if isinstance(v, (int, float))})
+        ml.MlflowClient().log_batch(
+            run.info.run_id,
+            metrics=[Metric("train.step_loss", e["loss"], now, e["step"]) for e in history if "loss" in e]
+            + [Metric(k, v, now, 0) for k, v in values.items()],
+            params=[Param(k, str(v)) for k, v in logged.items()],
+            tags=[RunTag("adapter_sha256", sha256_tree(paths.adapter_dir)), RunTag("stage", "train")])
         ml.log_dict(perf["environment"], "environment.json")
         ml.log_dict(identity(paths), "base_identity.json")
-        ml.set_tags({"adapter_sha256": sha256_tree(paths.adapter_dir), "stage": "train"})
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
     # credentials can ride in a tracking URI (https://user:token@host): keep only scheme and host/path
     uri = tracking_uri()
