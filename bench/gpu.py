@@ -79,7 +79,7 @@ def bench_params(raw: dict, base_dir: Path, steps: int, batch_size: int) -> dict
     return raw
 
 
-def build_base(repo: Path, size: str, dest: Path) -> dict:
+def build_base(repo: Path, size: str, dest: Path, device: str = "cuda") -> dict:
     """Random-init bf16 Llama of `size` with the repo's tokenizer, saved to `dest`; returns its config fields."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -93,7 +93,7 @@ def build_base(repo: Path, size: str, dest: Path) -> dict:
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device(device):  # built on the GPU: a 1B init on CPU takes minutes
         model = LlamaForCausalLM(LlamaConfig(**fields)).to(torch.bfloat16)
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)

@@ -77,6 +77,21 @@ def test_bench_runs_what_dvc_runs_with_valid_params(tmp_path, monkeypatch):
     assert (ROOT / "configs/accelerate/single_gpu.yaml").is_file()
 
 
+def test_build_base_writes_a_loadable_bf16_llama(tmp_path, monkeypatch):
+    """build_base on CPU with a shrunken shape: tokenizer from the repo's text, config and bf16 weights load."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setitem(bench_gpu.SIZES, "0.5b", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                       num_attention_heads=4, num_key_value_heads=2))
+    fields = bench_gpu.build_base(ROOT, "0.5b", tmp_path / "base", device="cpu")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "base")
+    assert model.config.num_key_value_heads == 2 and model.config.vocab_size == len(tokenizer) == fields["vocab_size"]
+    saved = json.loads((tmp_path / "base/config.json").read_text())
+    assert (saved.get("dtype") or saved.get("torch_dtype")) == "bfloat16"
+    assert tokenizer.chat_template  # prepare renders prompts with it
+
+
 # --- needs CUDA ------------------------------------------------------------------------------------------------
 
 
