@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -155,17 +156,29 @@ def test_launcher_trains_and_logs_the_run(tiny_workdir, tmp_path):
     assert [r.info.run_id for r in client.search_runs([experiment])] == [run_id]  # the trainer logged none
 
 
-def tagged_pids(token: str) -> list[int]:
-    """Live processes whose environment carries `token` (every descendant of the run inherits it)."""
+def tagged_pids(token: str, training_only: bool = False) -> list[int]:
+    """Live processes whose environment carries `token` (every descendant of the run inherits it); with
+    training_only, those running llmops or accelerate (not e.g. a detached DVC updater daemon)."""
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if f"LLMOPS_TEST_RUN={token}".encode() in (proc / "environ").read_bytes().split(b"\0"):
-                    found.append(int(proc.name))
+                if f"LLMOPS_TEST_RUN={token}".encode() not in (proc / "environ").read_bytes().split(b"\0"):
+                    continue
+                cmdline = (proc / "cmdline").read_bytes()
             except OSError:  # gone, or a zombie
                 continue
+            if not training_only or b"llmops" in cmdline or b"accelerate" in cmdline:
+                found.append(int(proc.name))
     return found
+
+
+def cmdlines(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return out
 
 
 @pytest.mark.slow
@@ -209,9 +222,10 @@ def test_sigkill_leaves_no_orphaned_trainer(tiny_workdir, tmp_path, victim):
             os.kill(launcher[0], signal.SIGKILL)
         dvc.wait(timeout=60)
         deadline = time.monotonic() + 5
-        while tagged_pids(token) and time.monotonic() < deadline:
+        while tagged_pids(token, training_only=True) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert tagged_pids(token) == [], "a trainer survived its parent"
+        survivors = tagged_pids(token, training_only=True)
+        assert survivors == [], f"survived their parent: {cmdlines(survivors)}"
         time.sleep(3)  # would a survivor still write something?
         assert not (repo / "models/adapter").exists()
         assert not (repo / "reports/train.json").exists() and not (repo / "reports/mlflow_run.json").exists()

@@ -316,9 +316,9 @@ def take_lock(path: Path) -> int:
 def launch(params: Params, config_file: Path) -> int:
     """Run accelerate + trainer as one process group that lives no longer than this process; return its exit code.
 
-    While the trainer imports and trains, this otherwise idle process imports MLflow and opens its store (seconds,
-    on a core the trainer's single-threaded startup leaves free); once the trainer succeeded it logs the run from
-    the files the trainer wrote. So MLflow costs the user only the logging calls, not its import."""
+    While the trainer imports and trains, this otherwise idle process imports MLflow (seconds, on a core the
+    trainer's single-threaded startup leaves free); once the trainer succeeded it logs the run from the files the
+    trainer wrote. So MLflow costs the user only the logging calls, not its import."""
     if not config_file.is_file():
         raise StageError(f"{config_file}: accelerate config not found (train.accelerate_config in params.yaml)")
     parent = os.getppid()
@@ -326,15 +326,14 @@ def launch(params: Params, config_file: Path) -> int:
     if os.getppid() != parent:  # it died before prctl took effect
         return 128 + signal.SIGTERM
     lock_fd = take_lock(lock_path(params))
-    received: list[int] = []
     group: list[int] = []
 
     def stop(signum, _frame) -> None:
-        received.append(signum)
-        if not group:  # trainer finished (or not started): nothing to wait for, stop here, log nothing
-            raise SystemExit(128 + signum)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group[0], signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        """Ask the group to stop, then leave whatever we were doing (waiting, importing MLflow, logging)."""
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group[0], signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        raise SystemExit(128 + signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, stop)
@@ -348,17 +347,17 @@ def launch(params: Params, config_file: Path) -> int:
         os.pwrite(lock_fd, str(proc.pid).encode(), 0)
         from llmops.tracking import mlflow
 
-        mlflow().set_experiment(params.train.mlflow_experiment)  # a bad store fails now, not after training
-        code = wait_group(proc, received)
+        mlflow()  # the import only: opening the store could create its tables, and a kill then would half-build them
+        code = proc.wait()
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a second signal must not skip the cleanup
+            signal.signal(sig, signal.SIG_IGN)
         group.clear()
-        if proc is not None and proc.poll() is None:  # we are failing before the trainer ended: take it down
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc is not None:
+            stop_group(proc)
         os.close(lock_fd)
-    if received:
-        return 128 + received[0]
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)  # group is empty now: a signal while logging just exits
     if code == 0:
         paths = params.paths
         log_mlflow(params, read_json(paths.report("train.json")), read_json(paths.report("train_perf.json")),
@@ -366,22 +365,14 @@ def launch(params: Params, config_file: Path) -> int:
     return code
 
 
-def wait_group(proc: subprocess.Popen, received: list[int]) -> int:
-    """Wait for the group leader; once a stop signal came, give the group STOP_GRACE_S, then SIGKILL it.
-    Either way, kill what is left of the group (a trainer outlives accelerate if that was killed)."""
-    deadline = None
-    try:
-        while True:
-            try:
-                return proc.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                if received and deadline is None:
-                    deadline = time.monotonic() + STOP_GRACE_S
-                if deadline is not None and time.monotonic() > deadline:
-                    os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+def stop_group(proc: subprocess.Popen) -> None:
+    """Give a stopping group leader STOP_GRACE_S, then SIGKILL whatever is left of its group (a trainer outlives
+    accelerate if that was killed; a no-op when everything already exited)."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_GRACE_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def read_loss_curve(path: Path) -> list[dict[str, Any]]:
