@@ -38,6 +38,8 @@ def main() -> None:
         full = tok.apply_chat_template(messages, tokenize=False)
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         a_ids = tok(full[len(prompt):], add_special_tokens=False)["input_ids"]
+        if a_ids[-1:] != [tok.eos_token_id]:  # the stage teaches the model to stop: same tokens, same work
+            a_ids.append(tok.eos_token_id)
         rows.append({"input_ids": p_ids + a_ids, "attention_mask": [1] * (len(p_ids) + len(a_ids)),
                      "labels": [-100] * len(p_ids) + a_ids})
     model = AutoModelForCausalLM.from_pretrained(args.base)
@@ -51,11 +53,11 @@ def main() -> None:
                               disable_tqdm=True, include_num_input_tokens_seen="non_padding", use_cpu=True)
     trainer = Trainer(model=model, args=targs, train_dataset=Dataset.from_list(rows),
                       data_collator=DataCollatorForSeq2Seq(tok, label_pad_token_id=-100, padding=True))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trainer.train()
-    runtime = time.perf_counter() - start
+    runtime, cpu = time.perf_counter() - start, time.process_time() - cpu
     model.save_pretrained(args.out)
-    print(json.dumps({"train_runtime_s": runtime, "tokens": int(trainer.state.num_input_tokens_seen),
+    print(json.dumps({"train_runtime_s": runtime, "train_cpu_s": cpu, "tokens": int(trainer.state.num_input_tokens_seen),
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "threads": torch.get_num_threads()}))
 

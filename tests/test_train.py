@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -21,6 +29,10 @@ def test_lora_trains_adapter_only(tiny_workdir, in_copy_of):
 
     assert metrics["loss_after"] < metrics["loss_before"]
     assert 0 < metrics["trainable_share"] < 1 and metrics["steps"] == 8
+    # honest names: the mean over training and the last logged window are different figures
+    assert metrics["train_loss_last_step"] == 8 and "final_train_loss" not in metrics
+    assert metrics["train_loss_last"] < metrics["train_loss_mean"]
+    assert metrics["loss_eval_examples"] == min(params.train.loss_eval_examples, metrics["examples"])
     assert sha256_file(work / "models/base/model.safetensors") == base_hash  # base never written
 
     adapter = load_file(work / "models/adapter/adapter_model.safetensors")
@@ -41,6 +53,10 @@ def test_lora_trains_adapter_only(tiny_workdir, in_copy_of):
 
     perf = json.loads((work / "reports/train_perf.json").read_text())
     assert perf["tokens_per_s"] > 0 and "torch" in perf["environment"]["packages"]
+    phases = perf["phases_s"]
+    assert set(phases) >= {"import", "setup", "loss_before", "loop", "loss_after", "save", "mlflow", "process"}
+    assert phases["loop"] == perf["runtime_s"] and phases["process"] >= sum(v for k, v in phases.items()
+                                                                           if k != "process") - 0.01
     curve = (work / "reports/train_loss.csv").read_text().splitlines()
     assert curve[0] == "step,loss,learning_rate" and len(curve) == 1 + 8 // 2
 
@@ -51,7 +67,6 @@ def test_lora_trains_adapter_only(tiny_workdir, in_copy_of):
 
 
 def test_unknown_target_module_is_named(tiny_workdir, in_copy_of):
-    import pytest
     import yaml
 
     from llmops.errors import StageError
@@ -63,3 +78,164 @@ def test_unknown_target_module_is_named(tiny_workdir, in_copy_of):
     with pytest.raises(StageError, match="query_key_value"):
         train.run(load_params())
     assert not (work / "models/adapter").exists()
+
+
+def test_last_logged_loss_and_curve():
+    history = [{"loss": 2.0, "step": 2, "learning_rate": 0.1}, {"eval_loss": 1.0, "step": 2},
+               {"loss": 1.5, "step": 4, "learning_rate": 0.05}, {"train_loss": 1.75, "step": 4}]
+    assert train.last_logged_loss(history) == (1.5, 4)
+    assert train.last_logged_loss([{"train_loss": 1.0, "step": 1}]) == (None, None)
+    assert train.loss_curve_csv(history).splitlines() == ["step,loss,learning_rate", "2,2.0,0.1", "4,1.5,0.05"]
+
+
+def test_accelerate_command_keeps_the_config(tmp_path):
+    cmd = train.accelerate_command(tmp_path / "cpu.yaml")
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"]  # the module `accelerate launch` runs
+    assert cmd[3:] == ["--config_file", str(tmp_path / "cpu.yaml"), "-m", "llmops.train"]
+
+
+def test_dvc_stage_shows_the_accelerate_config():
+    import yaml
+
+    from conftest import ROOT
+
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
+    assert stage["cmd"] == "llmops train-launch --config_file configs/accelerate/${train.accelerate_config}.yaml"
+
+
+def test_second_launch_refuses_while_lock_is_held(tiny_workdir, in_copy_of):
+    from llmops.errors import StageError
+
+    work = in_copy_of(tiny_workdir)
+    params = load_params()
+    held = train.take_lock(train.lock_path(params))  # what a surviving trainer of an earlier run holds
+    try:
+        os.pwrite(held, b"4242", 0)
+        with pytest.raises(StageError, match=r"adapter\.lock.*process group 4242.*kill -- -4242"):
+            train.launch(params, work / "configs/accelerate/cpu.yaml")
+    finally:
+        os.close(held)
+    assert not (work / "models/adapter").exists()
+
+
+def test_missing_accelerate_config_is_named(tiny_workdir, in_copy_of):
+    from llmops.errors import StageError
+
+    work = in_copy_of(tiny_workdir)
+    with pytest.raises(StageError, match="configs/accelerate/nope.yaml"):
+        train.launch(load_params(), work / "configs/accelerate/nope.yaml")
+
+
+@pytest.mark.slow
+def test_launcher_trains_and_logs_the_run(tiny_workdir, tmp_path):
+    """What dvc.yaml runs: accelerate launch under the launcher; the trainer writes the outputs and the launcher
+    (which imported MLflow while the trainer started) logs one run from them."""
+    import shutil
+
+    from conftest import offline_env
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_workdir, work)
+    proc = subprocess.run(["llmops", "train-launch", "--config_file", "configs/accelerate/cpu.yaml"], cwd=work,
+                          env=offline_env(tmp_path), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((work / "reports/train.json").read_text())
+    assert metrics["steps"] == 8 and (work / "models/adapter/adapter_model.safetensors").is_file()
+    perf = json.loads((work / "reports/train_perf.json").read_text())
+    assert "mlflow" not in perf["phases_s"]  # not paid by the trainer
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = json.loads((work / "reports/mlflow_run.json").read_text())["run_id"]
+    run = client.get_run(run_id)
+    assert run.data.metrics["train.loss_after"] == metrics["loss_after"]
+    assert run.data.metrics["train.train_loss_last"] == metrics["train_loss_last"]
+    steps = [m.step for m in client.get_metric_history(run_id, "train.step_loss")]
+    assert steps == [2, 4, 6, 8]
+    experiment = run.info.experiment_id
+    assert [r.info.run_id for r in client.search_runs([experiment])] == [run_id]  # the trainer logged none
+
+
+def tagged_pids(token: str, training_only: bool = False) -> list[int]:
+    """Live processes whose environment carries `token` (every descendant of the run inherits it); with
+    training_only, those running llmops or accelerate (not e.g. a detached DVC updater daemon)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if f"LLMOPS_TEST_RUN={token}".encode() not in (proc / "environ").read_bytes().split(b"\0"):
+                    continue
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:  # gone, or a zombie
+                continue
+            if not training_only or b"llmops" in cmdline or b"accelerate" in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+def cmdlines(pids: list[int]) -> list[str]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["dvc", "launcher"])
+def test_sigkill_leaves_no_orphaned_trainer(tiny_workdir, tmp_path, victim):
+    """SIGKILL `dvc repro -s train` (or the launcher itself) mid-training: every trainer process is gone within
+    seconds, and nothing it would have written (adapter, metrics, an MLflow run) appears afterwards."""
+    import shutil
+
+    import yaml
+
+    from conftest import ROOT, offline_env
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_workdir, repo)
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["train"].update(max_steps=100_000)  # long enough to be killed mid-loop
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    (repo / "src/llmops").mkdir(parents=True)
+    shutil.copy(ROOT / "src/llmops/train.py", repo / "src/llmops/train.py")
+    token, scratch = uuid.uuid4().hex, tmp_path / "tmp"
+    scratch.mkdir()
+    env = offline_env(tmp_path, LLMOPS_TEST_RUN=token, TMPDIR=str(scratch))
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=repo, env=env, check=True)
+    log = (tmp_path / "dvc.log").open("w")
+    dvc = subprocess.Popen(["dvc", "repro", "-s", "train"], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(scratch.glob("llmops-train-*")):  # the trainer makes its scratch dir right before the loop
+            assert dvc.poll() is None, (tmp_path / "dvc.log").read_text()
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        if victim == "dvc":
+            dvc.kill()
+        else:
+            launcher = [p for p in tagged_pids(token)
+                        if b"train-launch" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            assert len(launcher) == 1
+            os.kill(launcher[0], signal.SIGKILL)
+        dvc.wait(timeout=60)
+        deadline = time.monotonic() + 5
+        while tagged_pids(token, training_only=True) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        survivors = tagged_pids(token, training_only=True)
+        assert survivors == [], f"survived their parent: {cmdlines(survivors)}"
+        time.sleep(3)  # would a survivor still write something?
+        assert not (repo / "models/adapter").exists()
+        assert not (repo / "reports/train.json").exists() and not (repo / "reports/mlflow_run.json").exists()
+        db = tmp_path / "mlflow.db"
+        if db.exists():
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(f"sqlite:///{db}")
+            assert all(not client.search_runs([e.experiment_id]) for e in client.search_experiments())
+    finally:
+        for pid in tagged_pids(token):  # never leave a process behind, even when the test fails
+            os.kill(pid, signal.SIGKILL)
+        log.close()

@@ -56,6 +56,17 @@ def train() -> None:
     run_stage(stage.run)
 
 
+@app.command("train-launch")
+def train_launch(
+    config_file: Path = typer.Option(..., "--config_file", help="accelerate config, e.g. configs/accelerate/cpu.yaml"),
+) -> None:
+    """What dvc.yaml runs: `accelerate launch --config_file CONFIG -m llmops.train` as one process group that
+    stops when this command or its caller dies (no orphaned trainers)."""
+    from llmops import train as stage
+
+    sys.exit(run_stage(stage.launch, config_file))
+
+
 @app.command()
 def serve(
     adapter: Optional[Path] = typer.Option(None, help="LoRA adapter folder, served as model id 'tuned'"),

@@ -165,6 +165,7 @@ class Train(Strict):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
     logging_steps: int = Field(5, ge=1)
+    loss_eval_examples: int = Field(64, ge=1)
     lora: Lora
     mlflow_experiment: str = "llmops"
 

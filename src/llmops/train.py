@@ -1,7 +1,8 @@
 """Stage `train`: LoRA-tune the pinned base on the prepared data; save a standard peft adapter folder.
 
-Run:  accelerate launch --config_file configs/accelerate/cpu.yaml -m llmops.train   (what dvc.yaml runs)
-      llmops train                                                                (same, no launcher)
+Run:  llmops train-launch --config_file configs/accelerate/cpu.yaml   (what dvc.yaml runs: the line below,
+      accelerate launch --config_file configs/accelerate/cpu.yaml -m llmops.train   tied to its caller's life)
+      llmops train                                                       (same training, no launcher)
 
 Loss is on the answer tokens only (prompt tokens are masked with -100), prompts go through the base
 tokenizer's chat template, and every seed is fixed, so two runs on one machine give byte-identical
@@ -15,10 +16,16 @@ versions and hardware), reports/train_loss.csv (the loss curve DVC plots), repor
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
+import os
 import resource
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -109,11 +116,21 @@ def loss_curve_csv(log_history: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def last_logged_loss(log_history: list[dict[str, Any]]) -> tuple[float | None, int | None]:
+    """The last logged training loss (the mean over its logging window) and its step."""
+    for entry in reversed(log_history):
+        if "loss" in entry:
+            return entry["loss"], entry["step"]
+    return None, None
+
+
 def run(params: Params) -> dict[str, Any]:
     """Train, save the adapter and metrics; only the main process writes files and logs to MLflow."""
+    clock = Phases()
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments, set_seed
 
+    clock.lap("import")
     cfg, paths = params.train, params.paths
     set_seed(cfg.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -138,11 +155,17 @@ def run(params: Params) -> dict[str, Any]:
     )
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
-    loss_before = trainer.evaluate(eval_dataset=dataset)["eval_loss"]
-    started = time.perf_counter()
+    # before/after loss on a fixed-size slice: a full pass would cost a third of an epoch on a large dataset
+    probe = dataset.select(range(min(cfg.loss_eval_examples, len(dataset))))
+    clock.lap("setup")
+    loss_before = trainer.evaluate(eval_dataset=probe)["eval_loss"]
+    clock.lap("loss_before")
+    cpu = time.process_time()
     result = trainer.train()
-    runtime = time.perf_counter() - started
-    loss_after = trainer.evaluate(eval_dataset=dataset)["eval_loss"]
+    runtime = clock.lap("loop")
+    loop_cpu_s = time.process_time() - cpu  # all threads' CPU time: far steadier than wall on a busy machine
+    loss_after = trainer.evaluate(eval_dataset=probe)["eval_loss"]
+    clock.lap("loss_after")
     shutil.rmtree(scratch, ignore_errors=True)
     if not trainer.is_world_process_zero():
         return {}
@@ -152,24 +175,61 @@ def run(params: Params) -> dict[str, Any]:
         tokenizer.save_pretrained(out)
         stable_adapter_config(out / "adapter_config.json")
     tokens = int(trainer.state.num_input_tokens_seen)
+    last_loss, last_step = last_logged_loss(trainer.state.log_history)
     metrics = {
         "loss_before": round(loss_before, 6), "loss_after": round(loss_after, 6),
-        "final_train_loss": round(result.training_loss, 6), "steps": trainer.state.global_step,
-        "examples": len(dataset), "tokens_seen": tokens, "trainable_params": trainable,
-        "trainable_share": round(trainable / total, 6),
+        "loss_eval_examples": len(probe),
+        "train_loss_mean": round(result.training_loss, 6),
+        "train_loss_last": None if last_loss is None else round(last_loss, 6), "train_loss_last_step": last_step,
+        "steps": trainer.state.global_step, "examples": len(dataset), "tokens_seen": tokens,
+        "trainable_params": trainable, "trainable_share": round(trainable / total, 6),
     }
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    write_json(paths.report("train.json"), metrics)
+    write_text(paths.report("train_loss.csv"), loss_curve_csv(trainer.state.log_history))
+    clock.lap("save")
     perf = {
-        "runtime_s": round(runtime, 3), "tokens_per_s": round(tokens / runtime, 1),
-        "steps_per_s": round(trainer.state.global_step / runtime, 2), "peak_rss_mb": round(peak_rss_mb, 1),
+        "runtime_s": round(runtime, 3), "loop_cpu_s": round(loop_cpu_s, 3), "tokens_per_s": round(tokens / runtime, 1),
+        "steps_per_s": round(trainer.state.global_step / runtime, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else 0,
         "environment": environment(),
     }
-    write_json(paths.report("train.json"), metrics)
+    if os.environ.get(MLFLOW_BY_ENV) != "launcher":
+        log_mlflow(params, metrics, perf, trainer.state.log_history)
+        clock.lap("mlflow")
+    # written last so the phases include MLflow; `process` = since the interpreter started (imports included)
+    perf["phases_s"] = clock.summary()
     write_json(paths.report("train_perf.json"), perf)
-    write_text(paths.report("train_loss.csv"), loss_curve_csv(trainer.state.log_history))
-    log_mlflow(params, metrics, perf, trainer.state.log_history)
     return metrics
+
+
+class Phases:
+    """Wall seconds per phase of the stage, for train_perf.json: what the user waits for beyond the loop."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> float:
+        now = time.perf_counter()
+        self.laps[name] = now - self.last
+        self.last = now
+        return self.laps[name]
+
+    def summary(self) -> dict[str, float]:
+        out = {k: round(v, 3) for k, v in self.laps.items()}
+        out["process"] = round(process_age_s(), 3)
+        return out
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux: /proc start time; elsewhere unknown = 0)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def log_mlflow(params: Params, metrics: dict, perf: dict, history: list[dict[str, Any]]) -> None:
@@ -180,16 +240,23 @@ def log_mlflow(params: Params, metrics: dict, perf: dict, history: list[dict[str
     ml.set_experiment(params.train.mlflow_experiment)
     paths = params.paths
     with ml.start_run() as run:
-        ml.log_params({f"train.{k}": v for k, v in flatten(params.train.model_dump(mode="json")).items()})
-        ml.log_params({"base.model": params.base.model, "base.revision": str(identity(paths).get("revision"))})
-        for entry in history:
-            if "loss" in entry:
-                ml.log_metric("train.step_loss", entry["loss"], step=entry["step"])
-        ml.log_metrics({f"train.{k}": float(v) for k, v in metrics.items()})
-        ml.log_metrics({f"train.{k}": float(v) for k, v in perf.items() if isinstance(v, (int, float))})
+        # one log_batch (one store transaction, chunked by MLflow past its limits) instead of a call per metric:
+        # per-step calls would make a long run's logging grow with its steps
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        logged = {f"train.{k}": v for k, v in flatten(params.train.model_dump(mode="json")).items()}
+        logged.update({"base.model": params.base.model, "base.revision": str(identity(paths).get("revision"))})
+        values = {f"train.{k}": float(v) for k, v in metrics.items() if v is not None}
+        values.update({f"train.{k}": float(v) for k, v in perf.items() if isinstance(v, (int, float))})
+        ml.MlflowClient().log_batch(
+            run.info.run_id,
+            metrics=[Metric("train.step_loss", e["loss"], now, e["step"]) for e in history if "loss" in e]
+            + [Metric(k, v, now, 0) for k, v in values.items()],
+            params=[Param(k, str(v)) for k, v in logged.items()],
+            tags=[RunTag("adapter_sha256", sha256_tree(paths.adapter_dir)), RunTag("stage", "train")])
         ml.log_dict(perf["environment"], "environment.json")
         ml.log_dict(identity(paths), "base_identity.json")
-        ml.set_tags({"adapter_sha256": sha256_tree(paths.adapter_dir), "stage": "train"})
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
     # credentials can ride in a tracking URI (https://user:token@host): keep only scheme and host/path
     uri = tracking_uri()
@@ -197,9 +264,130 @@ def log_mlflow(params: Params, metrics: dict, perf: dict, history: list[dict[str
     write_json(paths.report(RUN_FILE), {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": safe_uri})
 
 
+# --- launcher: `llmops train-launch` (dvc.yaml) -------------------------------------------------------------
+# A SIGKILLed `dvc repro` cannot clean up: its children are re-parented and would finish, log a stray MLflow run
+# and write outputs while the rerun trains. So the launcher (1) dies with its parent (PR_SET_PDEATHSIG), (2) runs
+# accelerate and the trainer in their own process group and takes the whole group down when it stops, and
+# (3) holds an flock on <adapter_dir>.lock that every descendant inherits: a rerun refuses to start while any
+# survivor of an earlier run (e.g. one whose launcher was killed with -9) still holds it.
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+MLFLOW_BY_ENV = "LLMOPS_TRAIN_MLFLOW"  # "launcher": the launcher logs the run (below), the trainer does not
+STOP_GRACE_S = 10.0  # SIGTERM to the group, then SIGKILL: enough for torch to exit, short enough for a rerun
+
+
+def set_parent_death_signal(sig: int) -> bool:
+    """Ask Linux to send `sig` to this process when its parent exits; False where prctl is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+
+
+def accelerate_command(config_file: Path) -> list[str]:
+    """`accelerate launch --config_file <file> -m llmops.train`, run by this interpreter (same venv). The launch
+    module itself rather than the `accelerate` CLI: the CLI also imports its other subcommands (`estimate` pulls
+    in transformers), ~1 s of startup spent before the trainer even starts."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
+            "-m", "llmops.train"]
+
+
+def lock_path(params: Params) -> Path:
+    adapter = params.paths.adapter_dir
+    return adapter.parent / f"{adapter.name}.lock"
+
+
+def take_lock(path: Path) -> int:
+    """Open and flock `path` (non-blocking); the fd is inherited by the training processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StageError(f"{path}: another training (process group {holder}) still runs and writes "
+                         f"{path.with_suffix('')}; stop it (kill -- -{holder}) or wait for it, then rerun") from None
+    return fd
+
+
+def launch(params: Params, config_file: Path) -> int:
+    """Run accelerate + trainer as one process group that lives no longer than this process; return its exit code.
+
+    While the trainer imports and trains, this otherwise idle process imports MLflow (seconds, on a core the
+    trainer's single-threaded startup leaves free); once the trainer succeeded it logs the run from the files the
+    trainer wrote. So MLflow costs the user only the logging calls, not its import."""
+    if not config_file.is_file():
+        raise StageError(f"{config_file}: accelerate config not found (train.accelerate_config in params.yaml)")
+    parent = os.getppid()
+    set_parent_death_signal(signal.SIGTERM)  # our caller (dvc) died -> SIGTERM -> handler below stops the group
+    if os.getppid() != parent:  # it died before prctl took effect
+        return 128 + signal.SIGTERM
+    lock_fd = take_lock(lock_path(params))
+    group: list[int] = []
+
+    def stop(signum, _frame) -> None:
+        """Ask the group to stop, then leave whatever we were doing (waiting, importing MLflow, logging)."""
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group[0], signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    proc = None
+    try:
+        proc = subprocess.Popen(accelerate_command(config_file), start_new_session=True, pass_fds=(lock_fd,),
+                                env={**os.environ, MLFLOW_BY_ENV: "launcher"},
+                                preexec_fn=lambda: set_parent_death_signal(signal.SIGKILL))
+        group.append(proc.pid)  # the session leader's pid is the group id
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, str(proc.pid).encode(), 0)
+        from llmops.tracking import mlflow
+
+        mlflow()  # the import only: opening the store could create its tables, and a kill then would half-build them
+        code = proc.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a second signal must not skip the cleanup
+            signal.signal(sig, signal.SIG_IGN)
+        group.clear()
+        if proc is not None:
+            stop_group(proc)
+        os.close(lock_fd)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)  # group is empty now: a signal while logging just exits
+    if code == 0:
+        paths = params.paths
+        log_mlflow(params, read_json(paths.report("train.json")), read_json(paths.report("train_perf.json")),
+                   read_loss_curve(paths.report("train_loss.csv")))
+    return code
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """Give a stopping group leader STOP_GRACE_S, then SIGKILL whatever is left of its group (a trainer outlives
+    accelerate if that was killed; a no-op when everything already exited)."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_GRACE_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def read_loss_curve(path: Path) -> list[dict[str, Any]]:
+    """reports/train_loss.csv back into log-history entries (step, loss) for MLflow."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        return [{"step": int(row["step"]), "loss": float(row["loss"])} for row in csv.DictReader(fh)]
+
+
 def main() -> None:
-    """Entry point for `accelerate launch -m llmops.train`."""
+    """Entry point for `accelerate launch -m llmops.train`: exits when the accelerate launcher dies."""
     from llmops.cli import run_stage
+
+    set_parent_death_signal(signal.SIGTERM)
+    if os.getpgid(os.getppid()) != os.getpgid(0):  # accelerate died before prctl: we were re-parented
+        sys.exit(128 + signal.SIGTERM)
 
     run_stage(run)
 
