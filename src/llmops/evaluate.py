@@ -30,10 +30,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
-from llmops import stats
+from llmops import schemas, stats
 from llmops.artifacts import atomic_dir, read_json, sha256_tree, to_plain, write_json, write_jsonl, write_text
 from llmops.config import Params
 from llmops.errors import StageError
+from llmops.schemas import EvalComparison, TaskComparison
 
 Model = Literal["base", "tuned"]
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
@@ -254,23 +255,34 @@ def run(params: Params, model: Model) -> dict[str, Any]:
     compare = None
     if model == "tuned":
         report["adapter_sha256"] = sha256_tree(adapter)
-        compare = compare_models(params, summary, base_samples, results)
-        compare["adapter_sha256"] = report["adapter_sha256"]
+        compare = compare_models(params, summary, base_samples, results, report["adapter_sha256"])
 
     # every output is computed before the first is written: a failure above leaves none behind
     with atomic_dir(samples_dir(params, model)) as out:
         for leaf, records in sorted(results["samples"].items()):
             write_jsonl(out / f"{leaf}.jsonl", (json.loads(json.dumps(r, default=str)) for r in records))
-        write_text(out / "results.json", json.dumps({k: v for k, v in results.items() if k != "samples"},
-                                                    indent=2, sort_keys=True, default=str) + "\n")
+        write_text(out / "results.json", json.dumps(stable_results(results), indent=2, sort_keys=True,
+                                                    default=str) + "\n")
     write_json(paths.report(f"eval_{model}.json"), report)
     if compare is not None:
-        write_json(paths.report("eval_compare.json"), compare)
+        schemas.write(paths.report(schemas.EVAL_COMPARE), compare)
         write_text(paths.report("eval_tasks.csv"), tasks_csv(compare))
         write_text(paths.report("eval_categories.csv"),
                    categories_csv(params, summary, base_samples, results))
         log_mlflow(params, compare)
-    return compare or report
+        return compare.model_dump(mode="json")
+    return report
+
+
+# lm-eval's results carry the wall clock (date, start/end times, durations) and the machine's paths; kept
+# in results.json they would make the sample folder's hash differ on every run, so eval_tuned (which
+# depends on eval_base's folder) would rerun for nothing. Runtime lives in eval_<model>.json instead.
+VOLATILE_KEYS = {"date", "start_time", "end_time", "total_evaluation_time_seconds", "model_name_sanitized",
+                 "pretty_env_info", "transformers_version", "lm_eval_version", "upper_git_hash", "git_hash"}
+
+
+def stable_results(results: dict) -> dict:
+    return {k: v for k, v in results.items() if k != "samples" and k not in VOLATILE_KEYS}
 
 
 def load_samples(folder: Path) -> dict[str, list[dict]]:
@@ -302,7 +314,8 @@ def paired(params: Params, row: dict, base_samples: dict[str, list[dict]], resul
     return keys, base, tuned
 
 
-def compare_models(params: Params, summary: dict, base_samples: dict, results: dict) -> dict[str, Any]:
+def compare_models(params: Params, summary: dict, base_samples: dict, results: dict,
+                   adapter_sha: str) -> EvalComparison:
     cfg = params.eval
     tasks = {}
     for name, row in summary.items():
@@ -310,11 +323,9 @@ def compare_models(params: Params, summary: dict, base_samples: dict, results: d
         if not keys:
             raise StageError(f"task {name}: no scored items to compare")
         stats_row = stats.compare([base[k]["score"] for k in keys], [tuned[k]["score"] for k in keys],
-                                  samples=cfg.bootstrap_samples, seed=cfg.seed,
-                                  near_zero_base=cfg.near_zero_base)
-        kind = "domain" if name in cfg.domain_tasks else "regression"
-        tasks[name] = {"kind": kind, "metric": row["metric"], **stats_row}
-    return {"adapter_sha256": None, "domain_task": cfg.domain_task, "tasks": tasks}
+                                  samples=cfg.bootstrap_samples, seed=cfg.seed)
+        tasks[name] = TaskComparison(kind=cfg.kind(name), metric=row["metric"], **stats_row)
+    return EvalComparison(adapter_sha256=adapter_sha, domain_task=cfg.domain_task, tasks=tasks)
 
 
 def _csv(header: list[str], rows: list[list]) -> str:
@@ -327,9 +338,9 @@ def _csv(header: list[str], rows: list[list]) -> str:
 
 # Plots are long format, one bar per (item, model): DVC's bar templates colour by revision, so "base" and
 # "tuned" become neighbouring bars ("series"), and `dvc plots diff` still compares experiments bar by bar.
-def tasks_csv(compare: dict) -> str:
-    rows = [[name, row["kind"], row["metric"], model, f"{name} {model}", round(row[model], 6)]
-            for name, row in compare["tasks"].items() for model in ("base", "tuned")]
+def tasks_csv(compare: EvalComparison) -> str:
+    rows = [[name, row.kind.value, row.metric, model, f"{name} {model}", round(getattr(row, model), 6)]
+            for name, row in compare.tasks.items() for model in ("base", "tuned")]
     return _csv(["task", "kind", "metric", "model", "series", "score"], rows)
 
 
@@ -345,11 +356,12 @@ def categories_csv(params: Params, summary: dict, base_samples: dict, results: d
     return _csv(["category", "model", "series", "n", "accuracy"], rows)
 
 
-def log_mlflow(params: Params, compare: dict) -> str | None:
+def log_mlflow(params: Params, compare: EvalComparison) -> str | None:
     from llmops.tracking import log_to_training_run
 
     metrics = {}
-    for name, row in compare["tasks"].items():
+    for name, task in compare.tasks.items():
+        row = task.model_dump()
         metrics[name] = {k: row[k] for k in ("base", "tuned", "delta", "ratio", "p_value") if row[k] is not None}
         metrics[name]["delta_ci_low"], metrics[name]["delta_ci_high"] = row["delta_ci"]
     return log_to_training_run(params.paths.reports, metrics, prefix="eval")
