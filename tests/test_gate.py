@@ -21,9 +21,15 @@ def items(n: int, right: int) -> list[int]:
     return [1] * right + [0] * (n - right)
 
 
-def task(kind: str, base: list[int], tuned: list[int], metric: str = "exact_match") -> dict:
+SIX_BALANCED = {"labels": 6, "chance": 1 / 6, "majority": 1 / 6}
+
+
+def task(kind: str, base: list[int], tuned: list[int], metric: str = "exact_match", baseline=None) -> dict:
     """A task row exactly as eval_tuned writes it, from per-item 0/1 results."""
-    return {"kind": kind, "metric": metric, **stats.compare(base, tuned, samples=200, seed=0)}
+    row = {"kind": kind, "metric": metric, **stats.compare(base, tuned, samples=200, seed=0)}
+    if kind == "domain":
+        row["baseline"] = baseline or SIX_BALANCED
+    return row
 
 
 def moved(n: int, base_right: int, gained: int, lost: int) -> tuple[list[int], list[int]]:
@@ -107,7 +113,7 @@ def test_passing_metrics_pass(work):
     assert (report["verdict"], report["exit_code"], report["errors"]) == ("pass", 0, [])
     assert report["adapter_sha256"] == sha256_tree(work / "models/adapter")
     names = [r["rule"] for r in report["rules"]]
-    assert names == ["domain_min", "domain_gain", "regression:general_qa", "regression:general_arith",
+    assert names == ["domain_min", "domain_over_baseline", "domain_gain", "regression:general_qa", "regression:general_arith",
                      "judge_failure_rate", "judge_mean:triage_quality", "judge_invalid_rate"]
     for r in report["rules"]:
         assert r["passed"] and r["binding"]
@@ -169,6 +175,17 @@ def test_regression_is_non_inferiority(work, lost, passes):
         assert "general_arith" in r["reason"] and "forgetting" in r["reason"]
 
 
+def test_domain_must_beat_the_input_blind_baseline(work):
+    """0.25 beats six balanced labels (chance 0.167) but not a set where one label is 40% of the items."""
+    assert rule(judge_gate(), "domain_over_baseline")["passed"]
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(triage_gen=task(
+        "domain", *moved(60, 1, gained=14, lost=0), baseline={"labels": 5, "chance": 0.2, "majority": 0.4})))
+    report = judge_gate()
+    r = rule(report, "domain_over_baseline")
+    assert report["verdict"] == "fail" and r["threshold"] == pytest.approx(0.43) and not r["passed"]
+    assert "input-blind baseline 0.4 (chance 0.2, majority 0.4)" in r["reason"]
+
+
 def test_near_zero_base_uses_an_absolute_margin(work):
     # base 2/200 is below gate.near_zero_base (0.05): 0.95 allows losing at most 0.05 absolute, not 5% of 0.01
     edit(work, "eval_compare.json", lambda c: c["tasks"].update(
@@ -178,7 +195,8 @@ def test_near_zero_base_uses_an_absolute_margin(work):
 
 
 @pytest.mark.parametrize("mutate, failing, words", [
-    (lambda c, j: c["tasks"].update(triage_gen=task("domain", *moved(60, 0, gained=8, lost=0))), "domain_min",
+    (lambda c, j: c["tasks"].update(triage_gen=task("domain", *moved(60, 0, gained=8, lost=0), baseline={
+        "labels": 20, "chance": 0.05, "majority": 0.05})), "domain_min",
      ["triage_gen", "0.133", f"domain_min {raw_params()['gate']['domain_min']}"]),
     (lambda c, j: c["tasks"].update(triage_gen=task("domain", *moved(60, 10, gained=8, lost=4))), "domain_gain",
      ["triage_gen", "not significant"]),

@@ -34,7 +34,7 @@ from llmops import schemas, stats
 from llmops.artifacts import atomic_dir, read_json, sha256_tree, to_plain, write_json, write_jsonl, write_text
 from llmops.config import Params
 from llmops.errors import StageError
-from llmops.schemas import EvalComparison, TaskComparison
+from llmops.schemas import AnswerStats, Baseline, EvalComparison, TaskComparison
 
 Model = Literal["base", "tuned"]
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
@@ -204,8 +204,16 @@ def per_sample_scores(samples: list[dict], leaf: str, metric: str, filt: str) ->
         doc = s.get("doc") or {}
         out[(leaf, s["doc_id"])] = {"score": float(s[metric]), "doc_hash": s.get("doc_hash"),
                                     "prompt_hash": s.get("prompt_hash"),
-                                    "category": str(doc.get("label", s.get("target")))}
+                                    "category": str(doc.get("label", s.get("target"))),
+                                    "answer": _answer(s.get("resps"))}  # raw text: filters may map "" to a fallback
     return out
+
+
+def _answer(resps: Any) -> str | None:
+    """The generated text of a generate_until sample (None for loglikelihood tasks)."""
+    while isinstance(resps, list) and len(resps) == 1:
+        resps = resps[0]
+    return resps if isinstance(resps, str) else None
 
 
 def _number(value: Any) -> float | None:
@@ -324,8 +332,25 @@ def compare_models(params: Params, summary: dict, base_samples: dict, results: d
             raise StageError(f"task {name}: no scored items to compare")
         stats_row = stats.compare([base[k]["score"] for k in keys], [tuned[k]["score"] for k in keys],
                                   samples=cfg.bootstrap_samples, seed=cfg.seed)
-        tasks[name] = TaskComparison(kind=cfg.kind(name), metric=row["metric"], **stats_row)
+        extra: dict[str, Any] = {}
+        if cfg.kind(name) == "domain":
+            extra["baseline"] = label_baseline([base[k]["category"] for k in keys])
+        answers = [tuned[k]["answer"] for k in keys]
+        if all(a is not None for a in answers):
+            extra["tuned_answers"] = AnswerStats(
+                empty=sum(1 for a in answers if not a.strip()),
+                distinct=len({" ".join(a.split()).lower() for a in answers}))
+        tasks[name] = TaskComparison(kind=cfg.kind(name), metric=row["metric"], **stats_row, **extra)
     return EvalComparison(adapter_sha256=adapter_sha, domain_task=cfg.domain_task, tasks=tasks)
+
+
+def label_baseline(labels: list[str]) -> Baseline:
+    """What a model that ignores the input scores: guessing uniformly (chance) or always answering the most
+    common gold label (majority). A domain score means something only above both."""
+    counts = defaultdict(int)
+    for label in labels:
+        counts[label] += 1
+    return Baseline(labels=len(counts), chance=1 / len(counts), majority=max(counts.values()) / len(labels))
 
 
 def _csv(header: list[str], rows: list[list]) -> str:

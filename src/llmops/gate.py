@@ -8,6 +8,8 @@ Rules come from params.yaml `gate:`; task kinds from `eval.domain_tasks` / `eval
 from the file being judged). Each eval rule is a one-sided statistical decision with error rate gate.alpha,
 computed from the paired sufficient statistics in reports/eval_compare.json (llmops.stats):
   - domain_min               tuned score on eval.domain_task >= gate.domain_min (a product threshold)
+  - domain_over_baseline     tuned score >= max(chance, majority-class share) + gate.domain_min_lift, both
+                             from the eval set's gold labels (meaningful for any label set)
   - domain_gain              exact one-sided McNemar p (tuned gained over base) < alpha: a model that did not
                              really improve passes this at most alpha of the time
   - regression:<task>        non-inferiority: the one-sided (1 - alpha) lower bound of mean(tuned - base)
@@ -63,6 +65,15 @@ def domain_rules(params: Params, name: str, task: TaskComparison) -> list[GateRu
     g, key = params.gate, f"{EVAL_COMPARE}:tasks.{name}"
     rules = [_rule("domain_min", f"{key}.tuned", task.tuned, g.domain_min, ">=", True,
                    f"{name}: tuned score {_fmt(task.tuned)} < domain_min {g.domain_min}", _counts(task))]
+    if task.baseline is not None:
+        # An absolute threshold means nothing across label sets (0.2 is chance for five labels): the score
+        # must also beat what an input-blind answer gets, guessing or always naming the commonest label.
+        b = task.baseline
+        floor = max(b.chance, b.majority)
+        rules.append(_rule("domain_over_baseline", f"{key}.tuned", task.tuned, round(floor + g.domain_min_lift, 10),
+                           ">=", True, f"{name}: tuned score {_fmt(task.tuned)} is not {g.domain_min_lift} above "
+                           f"the input-blind baseline {floor:.3g} (chance {b.chance:.3g}, majority {b.majority:.3g})",
+                           f"{b.labels} labels; chance {b.chance:.3g}, majority class {b.majority:.3g}"))
     if g.domain_gain_significant:
         p = stats.gain_pvalue(n=task.n, delta=task.delta, diff_sd=task.diff_sd, gained=task.gained,
                               lost=task.lost)

@@ -266,10 +266,30 @@ def tasks_section(compare: dict | None, why: str | None) -> str:
                      _f(t.get("base")), _f(t.get("tuned")), f"{_f(t.get('delta'))} {_ci(t.get('delta_ci'))}",
                      f"{_f(t.get('ratio'))} {_ci(t.get('ratio_ci'))}", moved, _f(t.get("p_value"), 4),
                      t.get("test")])
+    notes = []
+    for name, t in (compare.get("tasks") or {}).items():
+        b = t.get("baseline") or {}
+        if b:
+            notes.append(f"- {name}: input-blind baselines from the eval labels: chance {_f(b.get('chance'))} "
+                         f"({b.get('labels')} labels), majority class {_f(b.get('majority'))}; tuned "
+                         f"{_f(t.get('tuned'))} is {'above' if (t.get('tuned') or 0) > max(b.get('chance', 0), b.get('majority', 0)) else '**not above**'} both.")
+    for finding in degenerate_findings(compare):
+        notes.append(f"- ⚠️ **Degenerate output**: {finding}.")
     return ("95% confidence intervals in brackets; p is two-sided (the gate runs its own one-sided tests); "
             "*gained/lost* counts items only one model got right.\n\n"
             + _table(["task", "kind", "metric", "n", "one item", "base", "tuned", "delta [CI]", "ratio [CI]",
-                      "gained / lost", "p", "test"], rows))
+                      "gained / lost", "p", "test"], rows) + ("\n\n" + "\n".join(notes) if notes else ""))
+
+
+def degenerate_findings(compare: dict | None) -> list[str]:
+    """Plain-words findings about the tuned model's answers (all empty, all alike), per task."""
+    from llmops.schemas import ContractError, EvalComparison, validate
+
+    try:
+        parsed = validate(compare, EvalComparison, "eval_compare.json")
+    except ContractError:
+        return []
+    return [f"{name}: {finding}" for name, t in parsed.tasks.items() if (finding := t.degenerate())]
 
 
 def chart_section(compare: dict | None, why: str | None) -> str:
@@ -372,7 +392,8 @@ def build(params: Params, base_ref: str) -> str:
         MARKER, "# llmops report", "",
         f"Gate: **{(gate or {}).get('verdict', 'not available')}** · base ref `{base_ref}` · "
         f"MLflow run `{run_id or 'not available'}`"
-        + (f" (experiment {run.get('experiment_id')})" if run_id else ""), "", ""])
+        + (f" (experiment {run.get('experiment_id')})" if run_id else ""), "",
+        *[f"> ⚠️ **Degenerate output**: {finding}." for finding in degenerate_findings(compare)], ""])
     sections = [
         Section("Quality gate", gate_section(gate, gate_why), keep=100),
         Section("Base vs tuned per task", tasks_section(compare, compare_why), keep=90),

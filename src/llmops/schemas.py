@@ -61,6 +61,21 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 Interval = Annotated[list[float], Field(min_length=2, max_length=2)]
 
 
+class Baseline(Contract):
+    """Scores of input-blind answers on a domain task, from its gold labels."""
+
+    labels: int = Field(ge=1)
+    chance: Probability    # 1 / number of labels
+    majority: Probability  # share of the most common label
+
+
+class AnswerStats(Contract):
+    """Generated answers of the tuned model (generative tasks): degenerate output shows here first."""
+
+    empty: int = Field(ge=0)
+    distinct: int = Field(ge=0)
+
+
 class TaskComparison(Contract):
     """One task, base vs tuned over the same items (llmops.stats.compare plus kind and metric)."""
 
@@ -79,6 +94,21 @@ class TaskComparison(Contract):
     lost: int | None = Field(ge=0)    # ... and only base got right
     p_value: Probability              # two-sided, for readers; the gate runs its own one-sided tests
     test: str
+    baseline: Baseline | None = None        # domain tasks
+    tuned_answers: AnswerStats | None = None  # generative tasks
+
+    def degenerate(self) -> str | None:
+        """A plain-words finding when the tuned model's answers are empty or all alike."""
+        a = self.tuned_answers
+        if a is None:
+            return None
+        if a.empty == self.n:
+            return f"all {self.n} tuned answers are empty"
+        if a.empty * 2 > self.n:
+            return f"{a.empty} of {self.n} tuned answers are empty"
+        if a.distinct == 1 and self.n > 1:
+            return f"all {self.n} tuned answers are the same text"
+        return None
 
     def resolution(self) -> float:
         """What one item is worth on this task's score."""
