@@ -2,6 +2,7 @@
 
 Run:  python bench/gate_stability.py               (10 seeds x 2 configs, ~25 min on a 2-core CPU)
       python bench/gate_stability.py --seeds 3     (a smoke run)
+      python bench/gate_stability.py --cache-dir .dvc/cache   (reuse this repo's built base via the run-cache)
 
 For each of N training seeds it trains the demo with `dvc repro eval_tuned` in a fresh copy of the repo
 (base, prepare and eval_base are built once and reused) and applies the gate's eval rules to the result
@@ -56,10 +57,12 @@ def verdict(repo: Path) -> tuple[str, list[str]]:
     return ("error" if problems else "fail" if failed else "pass"), failed or problems
 
 
-def run(seeds: int) -> list[Row]:
+def run(seeds: int, cache_dir: Path | None = None) -> list[Row]:
     repo = fresh_repo("gate-stability-")
     rows: list[Row] = []
     try:
+        if cache_dir:  # DVC's run-cache then restores base/prepare/eval_base already built with these inputs
+            sh(["dvc", "cache", "dir", str(cache_dir.resolve())], repo)
         sh(["dvc", "repro", "eval_base"], repo)  # base, prepare, eval_base: shared by every run below
         raw = yaml.safe_load((repo / "params.yaml").read_text())
         for name, change in configs(raw).items():
@@ -103,8 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "reports/bench.md")
+    parser.add_argument("--cache-dir", type=Path, help="a DVC cache to share (e.g. .dvc/cache of a built repo)")
     args = parser.parse_args()
-    rows = run(args.seeds)
+    rows = run(args.seeds, args.cache_dir)
     write_section(rows, args.out, args.seeds)
     print(f"wrote {args.out}")
 
