@@ -35,3 +35,10 @@ clean:  ## remove generated models, prepared data and the local MLflow store (no
 
 bench: install  ## run every benchmark and write reports/bench.md (~15 min on 2 CPU cores)
 	$(RUN) python bench/run_all.py
+
+.PHONY: exps plots
+exps:  ## compare experiments on one screen: verdict, domain scores, regression ratios, changed params (ARGS=-A|--csv)
+	$(RUN) llmops exps $(ARGS)
+
+plots:  ## render the DVC plots to reports/plots/*.png offline (REVS="main" compares the workspace with main)
+	$(RUN) llmops plots $(REVS)

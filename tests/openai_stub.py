@@ -4,8 +4,9 @@
 n-th request (0-based; header names lower-cased): a chat completion dict, `Fault(status, message)` or
 `Hang(seconds)`. Every request body and header set is recorded, so tests can count calls and check what the
 client sent.
-`naive_judge` plays a gullible judge model: it obeys "output SCORE: N" anywhere OUTSIDE the first delimited
-answer block, and optionally quotes the block back after its verdict.
+`naive_judge` plays a gullible judge model: it NFKC-normalises the prompt (as many model pipelines do), reads
+`<tag>` ... `</anything>` line blocks loosely (ANY closing-tag line ends a block), obeys "output SCORE: N" (in any
+case or spacing) anywhere outside the blocks, and optionally quotes the answer block back after its verdict.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import re
 import threading
 import time
+import unicodedata
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -24,6 +26,7 @@ from typing import Any, Callable
 class Fault:
     status: int
     message: str = "injected fault"
+    headers: dict | None = None  # e.g. {"retry-after-ms": "10"}
 
 
 @dataclass
@@ -37,12 +40,13 @@ def tokens_of(text: str) -> list[str]:
 
 
 def completion(content: str, verdict_probs: dict[str, float] | None = None, logprobs: bool = False,
-               model: str = "judge") -> dict[str, Any]:
+               model: str = "judge", fingerprint: str | None = None) -> dict[str, Any]:
     """A chat.completion body; with logprobs, the token after the FIRST `SCORE:` (the stub's own verdict)
     gets `verdict_probs` (token text -> probability) as its top_logprobs; every other token, e.g. a quoted
     one, is certain, as copied text is for a real model."""
     body: dict[str, Any] = {
         "id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": model,
+        "system_fingerprint": fingerprint,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                      "finish_reason": "stop", "logprobs": None}],
         "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
@@ -63,30 +67,42 @@ def completion(content: str, verdict_probs: dict[str, float] | None = None, logp
     return body
 
 
-def answer_block(prompt: str) -> tuple[str, str]:
-    """(inside, outside) of the first line-delimited <tag> ... </tag> block, as a naive reader sees it:
-    the FIRST closing line with the same tag ends the block."""
-    m = re.search(r"^<([^>\n]+)>\n(.*?)\n</\1>$", prompt, re.M | re.S)
-    if not m:
-        return "", prompt
-    return m.group(2), prompt[: m.start()] + prompt[m.end():]
+def read_blocks(prompt: str) -> tuple[dict[str, str], str]:
+    """({tag: inside}, outside) as a gullible model reads the prompt: NFKC first, then a line `<tag>` opens a
+    block and the first line that looks like ANY closing tag (`</...>`) ends it."""
+    blocks: dict[str, list[str]] = {}
+    outside, current = [], None
+    for line in unicodedata.normalize("NFKC", prompt).split("\n"):
+        text = line.strip()
+        if current is None and re.fullmatch(r"<[^/<>\s][^<>\s]*>", text):
+            current = text[1:-1]
+            blocks[current] = []
+        elif current is not None and re.fullmatch(r"</[^<>]*>", text):
+            current = None
+        elif current is not None:
+            blocks[current].append(line)
+        else:
+            outside.append(line)
+    return {tag: "\n".join(lines) for tag, lines in blocks.items()}, "\n".join(outside)
 
 
 def naive_judge(body: dict, quote_answer: bool = False, logprobs: bool | None = None) -> dict[str, Any]:
-    """Gullible judge: an instruction outside the answer block wins; otherwise it grades honestly
-    (5 if the answer's category matches the reference's, else 1)."""
-    prompt = body["messages"][-1]["content"]
-    inside, outside = answer_block(prompt)
-    injected = re.search(r"output SCORE:\s*(\d+)", outside)
+    """Gullible judge: an instruction outside every block wins; otherwise it grades honestly (5 if the
+    answer's category matches the reference's, else 1). The answer block is the one tagged `answer-*`
+    (or `a-*`, the older template); the reference is its own block or a `Reference:` line."""
+    blocks, outside = read_blocks(body["messages"][-1]["content"])
+    answer = next((text for tag, text in blocks.items() if tag.startswith(("answer", "a-"))), "")
+    reference = next((text for tag, text in blocks.items() if tag.startswith("reference")), outside)
+    injected = re.search(r"(?i)output\s+score\W{0,3}(\d+)", outside)  # "SCORE: 5", defanged "score - 5" too
     if injected:
         score = int(injected.group(1))
     else:
-        ref = re.search(r"Reference: Category: (\w+)", prompt)
-        got = re.search(r"Category: (\w+)", inside)
+        ref = re.search(r"Category: (\w+)", reference)
+        got = re.search(r"Category: (\w+)", answer)
         score = 5 if ref and got and ref.group(1) == got.group(1) else 1
     content = f"SCORE: {score}"
-    if quote_answer:  # a judge that quotes the answer AFTER its verdict line
-        content += f"\nThe answer was:\n{inside}"
+    if quote_answer:  # a judge that quotes the answer AFTER its verdict line (normalised, as it read it)
+        content += f"\nThe answer was:\n{answer}"
     want = body.get("logprobs") if logprobs is None else logprobs
     return completion(content, {f" {score}": 0.9, " 3": 0.1} if score != 3 else {" 3": 1.0}, logprobs=bool(want))
 
@@ -102,9 +118,11 @@ class StubServer:
             def log_message(self, *args):  # keep test output clean
                 pass
 
-            def _send(self, status: int, payload: dict) -> None:
+            def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -128,14 +146,16 @@ class StubServer:
                     time.sleep(reply.seconds)
                     reply = completion("SCORE: 1")
                 if isinstance(reply, Fault):
-                    self._send(reply.status, {"error": {"message": reply.message, "type": "stub", "code": None}})
+                    self._send(reply.status, {"error": {"message": reply.message, "type": "stub", "code": None}},
+                               reply.headers)
                 else:
                     self._send(200, reply)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # a short poll: shutdown() waits up to one interval, and tests start many servers
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def calls(self) -> int:

@@ -64,6 +64,29 @@ def assert_no_outputs(work):
     ({"messages": [{"role": "user", "content": "x"}]}, 3, "messages[0].role", "last turn"),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}, 3,
      "messages[1].content", "empty"),
+    # issue #13: control characters, also when they arrive as JSON escapes (raw ones are malformed JSON)
+    (b'{"input": "site A\\u0000 down", "output": "Category: billing"}', 3, "input", "control character U+0000"),
+    (b'{"input": "x", "output": "Category: billing\\u001b[2J"}', 3, "output", "control character U+001B"),
+    (b'{"input": "x\\r\\ny", "output": "Category: billing"}', 3, "input", "control character U+000D"),
+    (b'{"input": "x\\u007f", "output": "Category: billing"}', 3, "input", "control character U+007F"),
+    (b'{"input": "x\\u0085", "output": "Category: billing"}', 3, "input", "control character U+0085"),
+    (b'{"input": "a\tb", "output": "Category: billing"}', 3, None, "malformed JSON (Invalid control character"),
+    (b'{"input": "x\\ud800", "output": "Category: billing"}', 3, "input", "lone surrogate U+D800"),
+    # ... and text with nothing visible in it
+    ({"input": "\u200b\u200c\u200d", "output": "Category: billing"}, 3, "input", "no visible character"),
+    ({"input": "\u2060\ufeff\u00ad", "output": "Category: billing"}, 3, "input", "no visible character"),
+    ({"input": "\u00a0\u3000\u2028 \n\t", "output": "Category: billing"}, 3, "input", "no visible character"),
+    ({"input": "\u3164\u2800\u034f", "output": "Category: billing"}, 3, "input", "no visible character"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\u200b"}]}, 3,
+     "messages[1].content", "no visible character"),
+    # ... duplicate keys, at any level: json.loads alone keeps the last value and drops the conflicting label
+    (b'{"input": "x", "output": "Category: billing", "output": "Category: transport"}', 3, "output",
+     'key given 2 times ("Category: billing", "Category: transport")'),
+    (b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "Category: billing", '
+     b'"content": "Category: transport"}]}', 3, "messages[1].content", "key given 2 times"),
+    (b'{"input": "x", "output": "Category: billing", "meta": {"src": [{"a": 1, "a": 1}]}}', 3, "meta.src[0].a",
+     "key given 2 times"),
+    (b"[" * 100_000 + b"]" * 100_000, 3, None, "nested too deeply"),
 ])
 def test_bad_record_is_located(work, bad, line, field, message):
     records = many(2) + [bad] + many(60, 10)
@@ -86,15 +109,118 @@ def test_empty_file(work):
     assert_no_outputs(work)
 
 
-@pytest.mark.parametrize("variant", ["exact", "normalised"])
-def test_leakage_is_an_error(work, variant):
-    leaked = dict(GOOD)
-    if variant == "normalised":
-        leaked["input"] = "  The ENODEB at site A1   is OFF air "
-    with pytest.raises(DataError, match="also appears in") as err:
+def test_allowed_whitespace_controls_and_visible_format_characters_pass(work):
+    # \n and \t are text; a zero-width joiner inside visible text (emoji, Indic scripts) is legitimate
+    ok = {"input": "line one\n\tline two \U0001F469\u200d\U0001F4BB", "output": "Category: billing\nAction: act."}
+    assert run_with(work, many(60) + [ok])["train"]["final"] == 61
+
+
+def test_over_long_line_is_rejected_before_parsing_and_tokenising(work, monkeypatch):
+    import tracemalloc
+
+    def no_tokenizer(*args, **kwargs):
+        raise AssertionError("the tokenizer must not be loaded when a line is over prepare.max_line_bytes")
+
+    monkeypatch.setattr(prepare, "load_tokenizer", no_tokenizer)
+    huge = b'{"input": "' + b"word " * (4 << 20) + b'", "output": "Category: billing"}'  # ~20 MiB
+    (work / "data/raw/train.jsonl").write_bytes(lines(many(2) + [huge] + many(60, 10)))
+    (work / "data/raw/eval.jsonl").write_bytes(lines(many(5, 1000)))
+    size = len(huge)
+    del huge
+    params = load_params()
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError) as err:
+            prepare.run(params)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert err.value.line == 3 and f"line is {size:,} bytes" in str(err.value)
+    assert "prepare.max_line_bytes 1,048,576" in str(err.value)
+    assert peak < 8 << 20  # a few limit-sized buffers (measured ~4 MiB), never the ~20 MiB line
+    assert_no_outputs(work)
+
+
+@pytest.mark.parametrize("size, ending", [(1024, b"\r\n"), (1024, b"\n"), (1025, b"\n"), (1025, b"\r\n"),
+                                          (5000, b"\r\n"), (1024, b""), (5000, b"")])
+def test_line_byte_limit_counts_content_bytes_only(size, ending):
+    import io
+
+    data = b"x" * size + ending + (b"y\n" if ending else b"")
+    got = list(prepare._bounded_lines(io.BytesIO(data), 1024))
+    assert got[0] == (1, b"x" * size + ending if size <= 1024 else None, size)
+    assert got[1:] == ([(2, b"y\n", 1)] if ending else [])
+
+
+@pytest.mark.parametrize("variant, text", [
+    ("exact", GOOD["input"]),
+    ("case and spaces", "  The ENODEB at site A1   is OFF air "),
+    ("punctuation", "The eNodeB, at site A1 -- is off-air!!"),
+    ("unicode forms", "the \uff45\uff2e\uff4f\uff44\uff45\uff22 at site A1 is o\u200bff air"),  # fullwidth, zero-width
+])
+def test_leakage_is_an_error(work, variant, text):
+    leaked = dict(GOOD, input=text)
+    with pytest.raises(DataError, match="1 train/eval pair") as err:
         run_with(work, many(55) + [GOOD], many(3, 1000) + [leaked])
     assert err.value.line == 56 and err.value.field == "input"
+    assert "train.jsonl:56 <-> data/raw/eval.jsonl:4  similarity 1.00" in str(err.value)
     assert_no_outputs(work)
+
+
+LONG = ("Customer care escalation: the eNodeB at tower C-79 raised a sector down alarm after the storm, the backup "
+        "batteries drained within two hours and the generator at the hut failed to start on its own, so the whole "
+        "cluster of three sectors serving the stadium has been off air since early this morning.")
+
+
+def test_near_duplicates_are_caught_and_every_pair_is_named(work):
+    near = LONG.replace(", ", "; ").replace("C-79", "C 79") + " Please advise."  # re-punctuated, 2 words added
+    train = many(55) + [{"input": LONG, "output": "Category: radio_access"},
+                        {"messages": [{"role": "user", "content": "incident number 2000 at node 14000"},
+                                      {"role": "assistant", "content": "Category: billing"}]}]
+    evals = many(3, 1000) + [{"input": near, "output": "Category: radio_access"},
+                             {"input": "Incident number 2000, at node 14000.", "output": "Category: billing"},
+                             {"input": "INCIDENT NUMBER 7 AT NODE 49", "output": "Category: radio_access"}]
+    with pytest.raises(DataError) as err:
+        run_with(work, train, evals)
+    message = str(err.value)
+    assert message.startswith("data/raw/train.jsonl:8 field 'input': 3 train/eval pair(s) leak")
+    pairs = [line.split()[:3] for line in message.splitlines()[1:]]
+    assert pairs == [["data/raw/train.jsonl:8", "<->", "data/raw/eval.jsonl:6"],
+                     ["data/raw/train.jsonl:56", "<->", "data/raw/eval.jsonl:4"],
+                     ["data/raw/train.jsonl:57", "<->", "data/raw/eval.jsonl:5"]]
+    near_similarity = float(message.splitlines()[2].split()[-1])
+    assert 0.9 <= near_similarity < 1.0
+    assert_no_outputs(work)
+
+
+def test_allowed_leakage_is_listed_in_data_json(work):
+    import yaml
+
+    raw = yaml.safe_load((work / "params.yaml").read_text())
+    raw["prepare"]["allow_leakage"] = True
+    (work / "params.yaml").write_text(yaml.safe_dump(raw))
+    stats = run_with(work, many(55) + [GOOD], many(3, 1000) + [dict(GOOD, input=GOOD["input"].upper() + "!")])
+    report = json.loads((work / "reports/data.json").read_text())
+    assert report == json.loads(json.dumps({k: v for k, v in stats.items() if k != "runtime_s"}))
+    assert report["leaked"] == 1 and report["leakage"]["max_similarity"] == 1.0
+    assert report["leakage"]["pairs"] == [
+        {"train": "data/raw/train.jsonl:56", "eval": "data/raw/eval.jsonl:4", "similarity": 1.0}]
+
+
+def test_shipped_demo_data_has_no_leakage_with_margin():
+    """The default threshold must leave the demo's own train/eval pairs (same templates) well below it."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = yaml.safe_load((root / "params.yaml").read_text())
+    regex = re.compile(cfg["prepare"]["label_regex"])
+    train, evals = (prepare.read_examples(root / cfg["paths"][k], None, regex) for k in ("raw_train", "raw_eval"))
+    leaks, (_, _, most) = prepare.find_leaks(train, evals, cfg["prepare"]["leakage_ngram"],
+                                             cfg["prepare"]["leakage_threshold"])
+    assert leaks == [] and most <= cfg["prepare"]["leakage_threshold"] - 0.15
 
 
 def test_duplicates_dropped_and_counted_and_outputs_written(work):

@@ -152,6 +152,35 @@ def eval_tuned() -> None:
     run_stage(stage.run, "tuned")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def exps(ctx: typer.Context) -> None:
+    """Compare experiments on one screen: gate verdict, domain scores, regression ratios, changed params."""
+    from llmops import exps as view
+
+    try:
+        sys.exit(view.run(ctx.args))
+    except StageError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(1)
+
+
+@app.command()
+def plots(
+    revs: Optional[list[str]] = typer.Argument(None, help="git revisions to compare with the workspace "
+                                                "(dvc plots diff); none = the workspace (dvc plots show)"),
+    out: Optional[Path] = typer.Option(None, help="PNG folder (default: <params paths.reports>/plots)"),
+) -> None:
+    """Render every DVC plot to PNG offline (the HTML of `dvc plots show` loads Vega from a CDN)."""
+    from llmops import plots as view
+
+    try:
+        result = view.run(revs or [], out)
+    except StageError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(1)
+    print(json.dumps(result, indent=2, sort_keys=True))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="llmops")
 

@@ -21,6 +21,38 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_LOOPBACK = ("localhost", "::1")
+_SECRET_QUERY = re.compile(r"(?i)(key|token|secret|password|sig|auth)")
+
+
+def check_url(url: str, schemes: tuple[str, ...] | None = None, https_unless_loopback: bool = False) -> str:
+    """A URL param that is safe to commit: no userinfo or credential-like query parameter (params.yaml and
+    dvc.lock are committed), a valid port, optionally http(s) only and https for any non-loopback host
+    (a bearer key would otherwise cross the network in clear text). Raises ValueError (the key is named
+    by the caller's validation error)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises on a non-numeric or out-of-range port
+    except ValueError as exc:
+        raise ValueError(f"malformed URL ({exc})") from None
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials (user:password@) in a URL would be committed (params.yaml, dvc.lock): "
+                         "pass them through environment variables")
+    if any(_SECRET_QUERY.search(name) for name, _ in parse_qsl(parts.query, keep_blank_values=True)):
+        raise ValueError("a credential-like query parameter would be committed: pass it through the environment")
+    if schemes is not None:
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ValueError(f"expected {' or '.join(s + '://HOST' for s in schemes)}..., got {url!r}")
+        host = parts.hostname
+        loopback = host in _LOOPBACK or host.startswith("127.") and host.replace(".", "").isdigit()
+        if https_unless_loopback and parts.scheme != "https" and not loopback:
+            raise ValueError(f"http:// to {host}{':' + str(port) if port else ''} would send the API key in clear "
+                             "text: use https (plain http only for a loopback host such as 127.0.0.1)")
+    return url
+
+
 class Paths(Strict):
     raw_train: Path
     raw_eval: Path
@@ -85,6 +117,9 @@ class Prepare(Strict):
     max_seq_len: int = Field(256, ge=16)
     truncation: Literal["error", "drop", "truncate"] = "error"
     allow_leakage: bool = False
+    max_line_bytes: int = Field(1 << 20, ge=1024)
+    leakage_ngram: int = Field(3, ge=1, le=16)
+    leakage_threshold: float = Field(0.9, gt=0, le=1)
     label_regex: str = r"Category:\s*([A-Za-z0-9_\-]+)"
     system_prompt: Path | None = None
     seed: int = 0
@@ -182,13 +217,20 @@ class Judge(Strict):
     concurrency: int = Field(4, ge=1)
     timeout_s: float = Field(30, gt=0)
     max_retries: int = Field(4, ge=0)
-    backoff_s: float = Field(1.0, ge=0)
     pass_threshold: float = 3.5
     min_calibration_kappa: float = Field(0.6, ge=-1, le=1)
+    min_calibration_valid: int = Field(15, ge=2)
+    min_calibration_valid_share: float = Field(0.8, ge=0, le=1)
+    prune_cache: bool = True
     bootstrap_samples: int = Field(2000, ge=100)
     price_per_1k_input_tokens: float = Field(0.0, ge=0)
     price_per_1k_output_tokens: float = Field(0.0, ge=0)
     seed: int = 0
+
+    @field_validator("base_url")
+    @classmethod
+    def _safe_endpoint(cls, url: str | None) -> str | None:
+        return None if url is None else check_url(url, schemes=("http", "https"), https_unless_loopback=True)
 
     @model_validator(mode="after")
     def _remote_needs_url(self) -> "Judge":
@@ -229,9 +271,7 @@ class Tracking(Strict):
     @field_validator("uri")
     @classmethod
     def _no_credentials(cls, uri: str | None) -> str | None:
-        if uri and "@" in uri.split("://", 1)[-1].split("/", 1)[0]:
-            raise ValueError("credentials in the URI would be committed: use MLFLOW_TRACKING_USERNAME/PASSWORD env")
-        return uri
+        return uri and check_url(uri)  # sqlite:///..., file:, databricks and http(s) servers all pass
 
 
 class Params(Strict):

@@ -1,4 +1,4 @@
-"""Stage `prepare`: validate and normalise the raw labelled data into what training and evaluation read.
+r"""Stage `prepare`: validate and normalise the raw labelled data into what training and evaluation read.
 
 Run:  llmops prepare       (dvc repro prepare)
 
@@ -7,10 +7,13 @@ Accepted records, one JSON object per line (both may be mixed in one file):
   {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ..., {"role": "assistant", ...}]}
 The answer must contain the domain label in the form `prepare.label_regex` captures ("Category: <label>").
 
-Checks (each failure names file, line and field, exits non-zero and writes nothing): UTF-8, JSON, shape,
-empty strings, label present, duplicates (dropped and counted), train/eval leakage (exact or
-whitespace/case-normalised; an error unless prepare.allow_leakage), length in tokens against
-prepare.max_seq_len with the policy prepare.truncation, and at least prepare.min_examples training records.
+Checks (each failure names file, line and field, exits non-zero and writes nothing): line size against
+prepare.max_line_bytes (before parsing or tokenising; an over-long line is never held in memory whole), UTF-8,
+JSON, duplicate keys at any level (json would silently keep the last), shape, control characters (a JSON escape
+such as \u0000 included; \n and \t allowed), text with nothing visible (whitespace, zero-width or format
+characters only), label present, duplicates (dropped and counted), train/eval leakage (an error unless
+prepare.allow_leakage; see `find_leaks`), length in tokens against prepare.max_seq_len with the policy
+prepare.truncation, and at least prepare.min_examples training records.
 
 Writes paths.prepared_dir/{train,eval}.jsonl and reports/data.json (counts, drops, token percentiles).
 """
@@ -21,6 +24,8 @@ import json
 import random
 import re
 import time
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,9 @@ from llmops.config import Params
 from llmops.errors import DataError, StageError
 
 ROLES = {"system", "user", "assistant"}
+ALLOWED_CONTROLS = {"\n", "\t"}
+# Letters and symbols that render as blank space (Hangul fillers, braille blank): not visible text either.
+BLANK_LOOKING = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}
 
 
 @dataclass
@@ -42,6 +50,7 @@ class Example:
     messages: list[dict[str, str]]  # prompt turns followed by exactly one final assistant turn
     label: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    prompt_field: str = "input"  # where the prompt sits in the raw record, for messages that point at it
 
     @property
     def prompt(self) -> list[dict[str, str]]:
@@ -56,13 +65,114 @@ class Example:
         """Whitespace/case-normalised prompt: what duplicate and leakage checks compare."""
         return " ".join(" ".join(m["content"] for m in self.prompt if m["role"] != "system").lower().split())
 
+    @property
+    def words(self) -> list[str]:
+        return normalised_words(" ".join(m["content"] for m in self.prompt if m["role"] != "system"))
+
+
+def normalised_words(text: str) -> list[str]:
+    r"""NFKC, case-folded words with punctuation, symbols and whitespace as separators and format characters
+    (zero-width) dropped: 'Site A-1, OFF\u200bair!' and 'site a 1 off air' give the same words."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return "".join("" if unicodedata.category(c) == "Cf" else " " if unicodedata.category(c)[0] in "PSZC" else c
+                   for c in text).split()
+
+
+def _visible(char: str) -> bool:
+    return unicodedata.category(char)[0] in "LNPS" and char not in BLANK_LOOKING
+
 
 def _text(value: Any, path: Path, line: int, name: str) -> str:
     if not isinstance(value, str):
         raise DataError(path, f"must be a string, got {type(value).__name__}", line, name)
-    if not value.strip():
-        raise DataError(path, "is empty", line, name)
+    for i, char in enumerate(value):
+        category = unicodedata.category(char)
+        if category == "Cs":
+            raise DataError(path, f"contains a lone surrogate U+{ord(char):04X} at character {i} (not valid Unicode)",
+                            line, name)
+        if category == "Cc" and char not in ALLOWED_CONTROLS:
+            raise DataError(path, f"contains control character U+{ord(char):04X} at character {i} "
+                            "(only \\n and \\t are allowed)", line, name)
+    if not any(_visible(c) for c in value):
+        raise DataError(path, "is empty: no visible character (only whitespace, zero-width or format characters)",
+                        line, name)
     return value
+
+
+class _Object(dict):
+    """A JSON object that remembers keys given more than once (json.loads alone keeps the last silently)."""
+
+    duplicates: dict[str, list[Any]]
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    obj, seen = _Object(), {}
+    for key, value in pairs:
+        seen.setdefault(key, []).append(value)
+        obj[key] = value
+    obj.duplicates = {k: v for k, v in seen.items() if len(v) > 1}
+    return obj
+
+
+def _first_duplicate(value: Any, where: str = "") -> tuple[str, list[Any]] | None:
+    """Depth-first in document order: the dotted field of the first key given twice, and its values."""
+    if isinstance(value, _Object):
+        for key, values in value.duplicates.items():
+            return f"{where}.{key}" if where else key, values
+        children = [(f"{where}.{k}" if where else k, v) for k, v in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for child_where, child in children:
+        found = _first_duplicate(child, child_where)
+        if found:
+            return found
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_line(raw: bytes, path: Path, line: int) -> Any:
+    try:
+        record = json.loads(raw.decode("utf-8"), object_pairs_hook=_object_pairs)
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"malformed JSON ({exc.msg}, column {exc.colno})", line) from None
+    except RecursionError:
+        raise DataError(path, "malformed JSON (nested too deeply)", line) from None
+    duplicate = _first_duplicate(record)
+    if duplicate:
+        where, values = duplicate
+        raise DataError(path, f"key given {len(values)} times ({', '.join(_short(v) for v in values)}); JSON "
+                        "would silently keep the last value", line, where)
+    return record
+
+
+def _ending(raw: bytes) -> int:
+    return 2 if raw.endswith(b"\r\n") else 1 if raw.endswith(b"\n") else 0
+
+
+def _bounded_lines(fh, limit: int):
+    """(line number, bytes or None, size in bytes without the line ending): a line over `limit` bytes comes back
+    as None after being skipped in 1 MiB chunks, so a huge line costs one chunk of memory, not its size."""
+    number = 0
+    while raw := fh.readline(limit + 2):  # room for the limit and "\r\n"
+        number += 1
+        if raw.endswith(b"\n") or len(raw) < limit + 2:  # the whole line (or the file's unterminated last one)
+            size = len(raw) - _ending(raw)
+            yield number, raw if size <= limit else None, size
+            continue
+        size, tail = len(raw), raw[-1:]
+        while chunk := fh.readline(1 << 20):
+            size, tail = size + len(chunk), (tail + chunk)[-2:]
+            if chunk.endswith(b"\n"):
+                break
+        yield number, None, size - _ending(tail)
 
 
 def parse_record(record: Any, path: Path, line: int, system_prompt: str | None) -> Example:
@@ -95,23 +205,22 @@ def parse_record(record: Any, path: Path, line: int, system_prompt: str | None) 
         raise DataError(path, "record needs either 'messages' or 'input'+'output'", line)
     if system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
-    return Example(path, line, messages)
+    return Example(path, line, messages, prompt_field="messages" if "messages" in record else "input")
 
 
-def read_examples(path: Path, system_prompt: str | None, label_regex: re.Pattern[str]) -> list[Example]:
+def read_examples(path: Path, system_prompt: str | None, label_regex: re.Pattern[str],
+                  max_line_bytes: int = 1 << 20) -> list[Example]:
     if not path.is_file():
         raise DataError(path, "file not found")
     examples = []
     with open(path, "rb") as fh:
-        for line, raw in enumerate(fh, 1):
+        for line, raw, size in _bounded_lines(fh, max_line_bytes):
+            if raw is None:
+                raise DataError(path, f"line is {size:,} bytes, over prepare.max_line_bytes {max_line_bytes:,} "
+                                "(rejected before parsing or tokenising)", line)
             if not raw.strip():
                 raise DataError(path, "blank line", line)
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise DataError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line) from None
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"malformed JSON ({exc.msg}, column {exc.colno})", line) from None
+            record = parse_line(raw, path, line)
             example = parse_record(record, path, line, system_prompt)
             match = label_regex.search(example.answer)
             if not match:
@@ -122,6 +231,43 @@ def read_examples(path: Path, system_prompt: str | None, label_regex: re.Pattern
     if not examples:
         raise DataError(path, "no records (the file is empty)")
     return examples
+
+
+def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
+    if len(words) < n:  # a text shorter than n words is one gram, so short copies still match exactly
+        return {tuple(words)} if words else set()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def find_leaks(train: list[Example], evals: list[Example], n: int, threshold: float
+               ) -> tuple[list[tuple[Example, Example, float]], tuple[Example, Example, float] | None]:
+    """Every (train, eval, similarity) pair at or above `threshold`, plus the most similar pair overall.
+
+    Similarity is the Jaccard index of the prompts' word n-gram sets after `normalised_words`, so a copy with
+    changed case, punctuation, spacing or Unicode form scores 1.0 and a lightly edited copy stays high. An
+    inverted index over the eval n-grams only scores pairs that share at least one n-gram.
+    """
+    eval_grams = [_ngrams(ex.words, n) for ex in evals]
+    index: dict[tuple[str, ...], list[int]] = {}
+    for j, grams in enumerate(eval_grams):
+        for gram in grams:
+            index.setdefault(gram, []).append(j)
+    leaks, best = [], None
+    for ex in train:
+        grams = _ngrams(ex.words, n)
+        shared = Counter(j for gram in grams for j in index.get(gram, ()))
+        for j, common in sorted(shared.items()):
+            similarity = common / (len(grams) + len(eval_grams[j]) - common)
+            if best is None or similarity > best[2]:
+                best = (ex, evals[j], similarity)
+            if similarity >= threshold:
+                leaks.append((ex, evals[j], similarity))
+    return leaks, best
+
+
+def _pair(train: Example, evals: Example, similarity: float) -> dict[str, Any]:
+    return {"train": f"{train.path}:{train.line}", "eval": f"{evals.path}:{evals.line}",
+            "similarity": round(similarity, 4)}
 
 
 def dedupe(examples: list[Example]) -> tuple[list[Example], int]:
@@ -175,18 +321,21 @@ def run(params: Params) -> dict[str, Any]:
     paths, cfg = params.paths, params.prepare
     system_prompt = cfg.system_prompt.read_text(encoding="utf-8").strip() if cfg.system_prompt else None
     label_regex = re.compile(cfg.label_regex)
-    train_raw = read_examples(paths.raw_train, system_prompt, label_regex)
-    eval_raw = read_examples(paths.raw_eval, system_prompt, label_regex)
+    train_raw = read_examples(paths.raw_train, system_prompt, label_regex, cfg.max_line_bytes)
+    eval_raw = read_examples(paths.raw_eval, system_prompt, label_regex, cfg.max_line_bytes)
     train, train_dupes = dedupe(train_raw)
     evals, eval_dupes = dedupe(eval_raw)
 
-    eval_keys = {ex.key: ex for ex in evals}
-    leaked = [ex for ex in train if ex.key in eval_keys]
-    if leaked and not cfg.allow_leakage:
-        first = leaked[0]
-        raise DataError(first.path, f"input also appears in {paths.raw_eval} line {eval_keys[first.key].line} "
-                        f"({len(leaked)} leaked example(s) in total; set prepare.allow_leakage to accept)",
-                        first.line, "input")
+    leaks, most_similar = find_leaks(train, evals, cfg.leakage_ngram, cfg.leakage_threshold)
+    leaked = {id(ex) for ex, _, _ in leaks}
+    if leaks and not cfg.allow_leakage:
+        first = leaks[0][0]
+        listing = "\n".join(f"  {p['train']} <-> {p['eval']}  similarity {p['similarity']:.2f}"
+                             for p in (_pair(*leak) for leak in leaks))
+        raise DataError(first.path, f"{len(leaks)} train/eval pair(s) leak (word {cfg.leakage_ngram}-gram "
+                        f"Jaccard >= prepare.leakage_threshold {cfg.leakage_threshold} after Unicode/case/"
+                        f"punctuation/whitespace normalisation; set prepare.allow_leakage to accept):\n{listing}",
+                        first.line, first.prompt_field)
 
     tokenizer = load_tokenizer(paths)
     train, train_len = apply_length_policy(train, tokenizer, cfg.max_seq_len, cfg.truncation)
@@ -213,7 +362,11 @@ def run(params: Params) -> dict[str, Any]:
                   "labels": {label: sum(ex.label == label for ex in train) for label in labels}},
         "eval": {"raw": len(eval_raw), "duplicates_dropped": eval_dupes, "final": len(evals), **eval_len,
                  "labels": {label: sum(ex.label == label for ex in evals) for label in labels}},
-        "leaked": len(leaked),
+        "leaked": len(leaked),  # training examples in at least one leaked pair
+        "leakage": {"ngram": cfg.leakage_ngram, "threshold": cfg.leakage_threshold,
+                    "max_similarity": round(most_similar[2], 4) if most_similar else 0.0,
+                    "most_similar": _pair(*most_similar) if most_similar else None,
+                    "pairs": [_pair(*leak) for leak in leaks]},
         "labels": labels,
         "truncation_policy": cfg.truncation,
         "max_seq_len": cfg.max_seq_len,

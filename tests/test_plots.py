@@ -1,0 +1,123 @@
+"""`make exps` and `llmops plots` on a real (tiny) DVC repo: two `dvc exp run -S` experiments, a CSV plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, offline_env
+
+pytestmark = pytest.mark.slow  # a real git+DVC repo with two experiments: ~70 s on 2 cores
+
+FIT = '''
+import json, os, yaml
+p = yaml.safe_load(open("params.yaml"))["train"]
+lr, epochs = p["learning_rate"], p["epochs"]
+os.makedirs("reports", exist_ok=True)
+with open("reports/train_loss.csv", "w") as f:
+    f.write("step,loss\\n" + "".join(f"{s},{2.0 / (1 + lr * s * epochs):.4f}\\n" for s in range(1, 21)))
+tasks = {"dom": {"tuned": round(0.2 + lr * epochs, 4), "ratio": 3.0, "delta": 0.1},
+         "gen": {"tuned": 0.9, "ratio": round(1 - lr / 10, 4), "delta": -lr}}
+json.dump({"tasks": tasks, "runtime_s": lr * epochs}, open("reports/eval_compare.json", "w"))
+json.dump({"verdict": "pass" if lr < 0.2 else "fail", "exit_code": 0}, open("reports/gate.json", "w"))
+json.dump({"train": {"final": 60 + epochs}}, open("reports/data.json", "w"))  # a metric named like a param
+'''
+
+PARAMS = {"train": {"learning_rate": 0.1, "epochs": 2, "seed": 0},
+          "eval": {"domain_tasks": ["dom"], "regression_tasks": ["gen"]}, "paths": {"reports": "reports"}}
+
+DVC_YAML = {"stages": {"fit": {
+    "cmd": "python fit.py", "deps": ["fit.py"], "params": ["train"],
+    "metrics": [{f"reports/{m}.json": {"cache": False}} for m in ("eval_compare", "gate", "data")],
+    "plots": [{"reports/train_loss.csv": {"cache": False, "x": "step", "y": "loss"}}]}}}
+
+
+def sh(repo: Path, *cmd: str, **env: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=repo, env=offline_env(repo, **env), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def exp_repo(tmp_path_factory) -> Path:
+    """A git+DVC repo with a baseline commit and two experiments: lr03 (learning_rate) and ep4 (epochs)."""
+    repo = tmp_path_factory.mktemp("exps")
+    (repo / "fit.py").write_text(FIT)
+    (repo / "params.yaml").write_text(yaml.safe_dump(PARAMS, sort_keys=False))
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "dvc", "repro", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline")
+    for name, change in (("lr03", "train.learning_rate=0.3"), ("ep4", "train.epochs=4")):
+        sh(repo, "dvc", "exp", "run", "-q", "-n", name, "-S", change)
+        sh(repo, "git", "checkout", "-q", "--", ".")  # exp run leaves its params in the workspace
+    return repo
+
+
+def test_make_exps_keeps_decision_metrics_and_changed_params_only(exp_repo):
+    proc = sh(exp_repo, "make", "-s", "-f", str(ROOT / "Makefile"), "exps", "ARGS=--csv")
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert list(rows[0]) == ["Experiment", "tasks.dom.tuned", "tasks.gen.ratio", "verdict",
+                             "train.learning_rate", "train.epochs"]  # not seed, runtime, train.final, deps
+    by_name = {row["Experiment"]: row for row in rows}
+    assert by_name["lr03"]["verdict"] == "fail" and by_name["lr03"]["train.learning_rate"] == "0.3"
+    assert by_name["ep4"]["verdict"] == "pass" and by_name["ep4"]["train.epochs"] == "4"
+    assert by_name["ep4"]["tasks.dom.tuned"] == "0.6"
+
+
+def test_make_exps_table_fits_a_screen(exp_repo):
+    out = sh(exp_repo, "make", "-s", "-f", str(ROOT / "Makefile"), "exps", COLUMNS="120").stdout
+    assert "…" not in out  # rich collapses the columns that do not fit into '…'
+    for name in ("lr03", "ep4", "tasks.dom.tuned", "tasks.gen.ratio", "verdict", "train.epochs"):
+        assert name in out
+
+
+def coloured(png: Path) -> list[tuple[int, int, int]]:
+    """Saturated pixels: the data series (axes, text and grid are grey or black). Pillow comes with mlflow
+    (via matplotlib); the PNG itself is written by vl-convert, not by Pillow."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        assert image.format == "PNG"
+        return [(r, g, b) for r, g, b, a in image.convert("RGBA").get_flattened_data() if a > 200 and max(r, g, b) - min(r, g, b) > 80]
+
+
+def test_plots_render_offline_to_png(exp_repo):
+    proc = sh(exp_repo, "llmops", "plots")
+    result = json.loads(proc.stdout)
+    png = exp_repo / "reports/plots/reports_train_loss.png"
+    assert result["plots"] == [{"plot": "reports/train_loss.csv", "revisions": "workspace", "file": str(
+        Path("reports/plots/reports_train_loss.png"))}] and result["errors"] == []
+    from PIL import Image
+
+    with Image.open(png) as image:
+        assert image.width > 500 and image.height > 500  # DVC's 300x300 spec at scale 2, plus axes and legend
+    assert len(coloured(png)) > 500  # the loss line (DVC's purple), not an empty frame
+    for generated in ("reports/plots/reports_train_loss.png", "dvc_plots/index.html"):  # this repo ignores both
+        assert subprocess.run(["git", "check-ignore", "-q", generated], cwd=ROOT).returncode == 0, generated
+
+
+def test_plots_diff_draws_every_revision(exp_repo, tmp_path):
+    proc = sh(exp_repo, "llmops", "plots", "HEAD", "lr03", "--out", str(tmp_path / "diff"))
+    (plot,) = json.loads(proc.stdout)["plots"]
+    assert plot["revisions"] == "HEAD,lr03"
+    pixels = coloured(Path(plot["file"]))
+    purple, cyan = sum(r > g for r, g, _ in pixels), sum(g > r for r, g, _ in pixels)  # DVC's first two colours
+    assert purple > 500 and cyan > 500  # two lines, one per revision
+
+
+def test_plots_without_plots_is_one_line_error(tmp_path):
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "dvc", "init", "-q")
+    proc = subprocess.run(["llmops", "plots"], cwd=tmp_path, env=offline_env(tmp_path), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and "no plot to render" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "reports/plots").exists()
