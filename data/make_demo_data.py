@@ -215,7 +215,9 @@ def runbook_entries() -> list[str]:
 
 
 def word_problem(a: int, b: int, rng: random.Random) -> tuple[str, str]:
-    name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
+    # name and object follow from the numbers: the tiny base memorises 225 sums robustly only when the
+    # numbers are the one thing that varies unpredictably (random fillers made recall fragile: 0.785)
+    name, obj = NAMES[a % len(NAMES)], OBJECTS[b % len(OBJECTS)]
     return f"{name} has {a} {obj} and gets {b} more. How many {obj} does {name} have?", str(a + b)
 
 

@@ -363,7 +363,10 @@ def data_section(data: dict | None, why: str | None) -> str:
                      ", ".join(f"{k}: {v}" for k, v in (s.get("labels") or {}).items())])
     return (_table(["split", "raw", "final", "duplicates", "too long", "truncated", "mean tokens", "max tokens",
                     "labels"], rows)
-            + f"\n\nTrain/eval leakage: {data.get('leaked')}; truncation policy: {data.get('truncation_policy')}.")
+            + f"\n\nTrain/eval leakage: {data.get('leaked')} pair(s) at or above the threshold"
+            + (f" (most similar pair {_f(leak.get('max_similarity'), 2)} vs threshold {_f(leak.get('threshold'), 2)})"
+               if (leak := data.get("leakage") or {}) else "")
+            + f"; truncation policy: {data.get('truncation_policy')}.")
 
 
 def runtime_section(reports: Path) -> str:
