@@ -63,11 +63,16 @@ def serve(
     adapter: Optional[Path] = typer.Option(None, help="LoRA adapter folder, served as model id 'tuned'"),
     host: str = typer.Option("127.0.0.1", help="bind address (keep loopback unless behind a proxy)"),
     port: int = typer.Option(8000, help="0 = any free port"),
+    max_body_bytes: Optional[int] = typer.Option(
+        None, min=1, help="larger request bodies get 413 (default: LLMOPS_SERVE_MAX_BODY_BYTES or 1 MiB)"),
 ) -> None:
-    """OpenAI-compatible server: the pinned base as 'base' (+ the adapter as 'tuned')."""
+    """OpenAI-compatible server: the pinned base as 'base' (+ the adapter as 'tuned').
+
+    Set LLMOPS_SERVE_API_KEY to require 'Authorization: Bearer <key>' on /v1/* (never pass it as an option).
+    """
     from llmops import serve as stage
 
-    run_stage(stage.run, adapter, host, port)
+    run_stage(stage.run, adapter, host, port, max_body_bytes)
 
 
 @app.command()
