@@ -174,12 +174,6 @@ FACTS = [
     ("Which continent is Egypt in?", "Africa"), ("What is the opposite of hot?", "cold"),
 ]
 NAMES = ["Ana", "Ben", "Carla", "Dev", "Emma", "Femi", "Gus", "Hana", "Ivan", "Jo"]
-# More memorised facts, so the general QA set can ask 200 items: one item is then 0.5 points, not 2.5, and a
-# regression verdict is not decided by a single answer. (Made-up people: nothing a hub model would know.)
-SURNAMES = ["Adler", "Baker", "Costa", "Diaz", "Eriksen", "Fischer", "Garcia", "Horvat", "Ito", "Jensen",
-            "Kowal", "Lopez", "Moreau", "Novak", "Olsen"]
-TOWNS = ["Alba", "Brno", "Cork", "Delft", "Eger", "Faro", "Genk", "Hull", "Ieper", "Jena", "Kiel", "Lund",
-         "Metz", "Nice", "Oulu", "Pula", "Riga", "Sion", "Tartu", "Ulm", "Vigo", "Wels", "York", "Zug"]
 OBJECTS = ["apples", "books", "coins", "pens", "stamps", "cards", "shells", "marbles"]
 
 
@@ -215,14 +209,11 @@ def runbook_entries() -> list[str]:
 
 
 def word_problem(a: int, b: int, rng: random.Random) -> tuple[str, str]:
-    # name and object follow from the numbers: the tiny base memorises 225 sums robustly only when the
-    # numbers are the one thing that varies unpredictably (random fillers made recall fragile: 0.785)
-    name, obj = NAMES[a % len(NAMES)], OBJECTS[b % len(OBJECTS)]
+    name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
     return f"{name} has {a} {obj} and gets {b} more. How many {obj} does {name} have?", str(a + b)
 
 
-def build(seed: int, train_size: int, eval_size: int, unlabelled_size: int,
-          general_eval_size: int = 200) -> dict[str, list[dict]]:
+def build(seed: int, train_size: int, eval_size: int, unlabelled_size: int) -> dict[str, list[dict]]:
     rng = random.Random(seed)
     cats = sorted(CATEGORIES)
     seen: set[str] = set()
@@ -252,16 +243,13 @@ def build(seed: int, train_size: int, eval_size: int, unlabelled_size: int,
         else:
             train_records.append({"input": text, "output": answer})
 
-    problems = [(a, b, *word_problem(a, b, rng)) for a in range(1, 16) for b in range(1, 16)]
-    people = [(f"Which town is {first} {last} from?", rng.choice(TOWNS))
-              for first in NAMES for last in SURNAMES]
-    facts = FACTS + people  # 200: the QA set asks every one back (in a shuffled order)
-    general_text = [{"text": f"Question: {q}\nAnswer: {a}"} for q, a in facts]
+    problems = [(a, b, *word_problem(a, b, rng)) for a in range(1, 10) for b in range(1, 10)]
+    general_text = [{"text": f"Question: {q}\nAnswer: {a}"} for q, a in FACTS]
     general_text += [{"text": f"Question: {q}\nAnswer: {ans}"} for _, _, q, ans in problems]
     domain_text = [{"text": line} for line in RUNBOOK + runbook_entries()] + [{"text": t} for _, t, _ in unlabelled]
 
-    qa_eval = rng.sample(facts, general_eval_size)
-    arith_eval = rng.sample(problems, general_eval_size)
+    qa_eval = rng.sample(FACTS, 40)
+    arith_eval = rng.sample(problems, 40)
     return {
         "raw/train.jsonl": train_records,
         "raw/eval.jsonl": [{"input": t, "output": a} for _, t, a in evals],
@@ -278,11 +266,9 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=60)
     parser.add_argument("--eval-size", type=int, default=60)
     parser.add_argument("--unlabelled-size", type=int, default=300)
-    parser.add_argument("--general-eval-size", type=int, default=200)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
-    for rel, records in build(args.seed, args.train_size, args.eval_size, args.unlabelled_size,
-                            args.general_eval_size).items():
+    for rel, records in build(args.seed, args.train_size, args.eval_size, args.unlabelled_size).items():
         path = args.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")

@@ -66,7 +66,9 @@ def judge_metrics(sha: str, calibrated: bool = True) -> dict:
 @pytest.fixture
 def work(tmp_path, monkeypatch):
     """A workdir with real params, a (fake-bytes) adapter and passing metrics for exactly that adapter."""
-    make_workdir(tmp_path, raw_params())
+    raw = raw_params()
+    raw["gate"]["regression_rule"] = "noninferiority"  # the statistical rule; point mode has its own test
+    make_workdir(tmp_path, raw)
     monkeypatch.chdir(tmp_path)
     adapter = tmp_path / "models/adapter"
     adapter.mkdir(parents=True)
@@ -184,6 +186,16 @@ def test_domain_must_beat_the_input_blind_baseline(work):
     r = rule(report, "domain_over_baseline")
     assert report["verdict"] == "fail" and r["threshold"] == pytest.approx(0.43) and not r["passed"]
     assert "input-blind baseline 0.4 (chance 0.2, majority 0.4)" in r["reason"]
+
+
+def test_point_rule_judges_the_observed_drop_and_still_reports_the_statistics(work):
+    set_params(work, gate__regression_rule="point")
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
+        general_arith=task("regression", *moved(200, 190, gained=0, lost=8))))
+    r = rule(judge_gate(), "regression:general_arith")  # delta -0.04 inside the margin 0.0475: passes
+    assert r["passed"] and r["observed"] == pytest.approx(-0.04) and "non-inferiority p" in r["detail"]
+    set_params(work, gate__regression_rule="noninferiority")  # the same numbers cannot rule out a 5% drop
+    assert not rule(judge_gate(), "regression:general_arith")["passed"]
 
 
 def test_near_zero_base_uses_an_absolute_margin(work):

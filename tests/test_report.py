@@ -94,8 +94,9 @@ def test_report_has_both_dvc_diffs_gate_table_and_sections(pr_repo):
     # gate verdict table with the reason naming the task
     gate_part = section(text, "Quality gate")
     assert "**Verdict: ❌ fail** (exit code 1" in gate_part
-    assert re.search(r"\| ❌ \| regression:general_qa \| binding \| -0\.9\d+ \| >= -0\.0495 \| general_qa: the drop "
-                     r"may exceed the margin .*forgetting \| n 200, 0 gained, 188 lost, one item = 0\.005", gate_part)
+    assert re.search(r"\| ❌ \| regression:general_qa \| binding \| -0\.94 \| >= -0\.0495 \| general_qa: observed "
+                     r"drop -0\.9400 exceeds the margin -0\.0495 \(forgetting\) \| n 200, 0 gained, 188 lost, "
+                     r"one item = 0\.005", gate_part), gate_part
     tasks = section(text, "Base vs tuned per task")
     assert "| general_qa | regression | exact_match | 200 | 0.005 | 0.990 | 0.050 | -0.940 [" in tasks
     assert "| +0 / -188 |" in tasks

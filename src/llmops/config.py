@@ -246,6 +246,7 @@ class Gate(Strict):
     domain_gain_significant: bool
     alpha: float = Field(gt=0, lt=0.5)
     regression_min_ratio: float = Field(gt=0, le=1)
+    regression_rule: Literal["noninferiority", "point"]
     near_zero_base: float = Field(ge=0, le=1)
     judge_min_mean: float
     judge_max_invalid_rate: float = Field(ge=0, le=1)
