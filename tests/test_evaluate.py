@@ -19,8 +19,8 @@ from llmops.config import load_params
 from llmops.errors import StageError
 
 TASKS = ["general_arith", "general_qa", "triage_gen", "triage_mc"]
-COMPARE_KEYS = {"kind", "metric", "n", "base", "tuned", "delta", "delta_ci", "ratio", "ratio_ci", "rule",
-                "p_value", "test"}
+COMPARE_KEYS = {"kind", "metric", "n", "base", "tuned", "delta", "delta_ci", "ratio", "ratio_ci", "diff_sd",
+                "binary", "gained", "lost", "p_value", "test", "baseline", "tuned_answers"}
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +120,15 @@ def test_compare_has_the_documented_keys(evaluated):
         assert row["delta"] == pytest.approx(row["tuned"] - row["base"])
         assert row["delta_ci"][0] <= row["delta"] <= row["delta_ci"][1]
         assert 0 <= row["p_value"] <= 1 and row["test"] == "mcnemar_exact"  # all four are 0/1 metrics
-        if row["rule"] == "ratio":
-            assert row["base"] >= 0.05 and row["ratio"] == pytest.approx(row["tuned"] / row["base"])
+        if row["base"] > 0:
+            assert row["ratio"] == pytest.approx(row["tuned"] / row["base"])
         else:
-            assert row["base"] < 0.05 and row["ratio"] is None and row["ratio_ci"] is None
+            assert row["ratio"] is None and row["ratio_ci"] is None
+        assert row["gained"] - row["lost"] == round(row["delta"] * row["n"])  # the discordant pairs
+        if row["kind"] == "domain":
+            assert row["baseline"]["labels"] == 6 and row["baseline"]["chance"] == pytest.approx(1 / 6)
+        if name.endswith("_gen") or name.startswith("general"):  # generative: the answers are summarised
+            assert 0 <= row["tuned_answers"]["empty"] <= row["n"] and row["tuned_answers"]["distinct"] >= 1
     tuned = json.loads((work / "reports/eval_tuned.json").read_text())
     assert tuned["adapter_sha256"] == compare["adapter_sha256"]
     assert {n: r["score"] for n, r in tuned["tasks"].items()} == pytest.approx(

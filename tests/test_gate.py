@@ -10,24 +10,45 @@ import pytest
 import yaml
 
 from conftest import make_workdir, offline_env, raw_params
-from llmops import gate
+from llmops import gate, stats
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
 
 ADAPTER_FILES = {"adapter_config.json": '{"r": 16}', "adapter_model.safetensors": "weights"}
 
 
-def compare_metrics(sha: str) -> dict:
-    def task(kind, base, tuned, delta_ci, ratio, ratio_ci, rule="ratio", metric="exact_match"):
-        return {"kind": kind, "metric": metric, "n": 40, "base": base, "tuned": tuned, "delta": tuned - base,
-                "delta_ci": delta_ci, "ratio": ratio, "ratio_ci": ratio_ci, "rule": rule, "p_value": 0.01,
-                "test": "mcnemar_exact"}
+def items(n: int, right: int) -> list[int]:
+    return [1] * right + [0] * (n - right)
 
+
+SIX_BALANCED = {"labels": 6, "chance": 1 / 6, "majority": 1 / 6}
+
+
+def task(kind: str, base: list[int], tuned: list[int], metric: str = "exact_match", baseline=None) -> dict:
+    """A task row exactly as eval_tuned writes it, from per-item 0/1 results."""
+    row = {"kind": kind, "metric": metric, **stats.compare(base, tuned, samples=200, seed=0)}
+    if kind == "domain":
+        row["baseline"] = baseline or SIX_BALANCED
+    return row
+
+
+def moved(n: int, base_right: int, gained: int, lost: int) -> tuple[list[int], list[int]]:
+    """Paired items: base gets the first base_right right; tuned loses `lost` of those and gains `gained`."""
+    base = items(n, base_right)
+    tuned = list(base)
+    for i in range(lost):
+        tuned[i] = 0
+    for i in range(base_right, base_right + gained):
+        tuned[i] = 1
+    return base, tuned
+
+
+def compare_metrics(sha: str) -> dict:
     return {"adapter_sha256": sha, "domain_task": "triage_gen", "tasks": {
-        "triage_gen": task("domain", 0.0, 0.6, [0.45, 0.75], None, None, rule="abs_delta"),
-        "triage_mc": task("domain", 0.2, 0.7, [0.3, 0.7], 3.5, [2.0, 6.0], metric="acc"),
-        "general_qa": task("regression", 1.0, 0.975, [-0.075, 0.0], 0.975, [0.925, 1.0]),
-        "general_arith": task("regression", 0.975, 0.95, [-0.1, 0.05], 0.974, [0.9, 1.05]),
+        "triage_gen": task("domain", *moved(60, 1, gained=14, lost=0)),
+        "triage_mc": task("domain", *moved(60, 10, gained=20, lost=2), metric="acc"),
+        "general_qa": task("regression", *moved(200, 198, gained=1, lost=2)),
+        "general_arith": task("regression", *moved(200, 190, gained=2, lost=4)),
     }}
 
 
@@ -45,7 +66,9 @@ def judge_metrics(sha: str, calibrated: bool = True) -> dict:
 @pytest.fixture
 def work(tmp_path, monkeypatch):
     """A workdir with real params, a (fake-bytes) adapter and passing metrics for exactly that adapter."""
-    make_workdir(tmp_path, raw_params())
+    raw = raw_params()
+    raw["gate"]["regression_rule"] = "noninferiority"  # the statistical rule; point mode has its own test
+    make_workdir(tmp_path, raw)
     monkeypatch.chdir(tmp_path)
     adapter = tmp_path / "models/adapter"
     adapter.mkdir(parents=True)
@@ -77,7 +100,7 @@ def set_params(work, **sections):
 
 
 def judge_gate() -> dict:
-    report = gate.run(load_params())
+    report = gate.run(load_params()).model_dump(mode="json")
     on_disk = json.loads(open("reports/gate.json").read())
     assert on_disk == report
     return report
@@ -92,25 +115,106 @@ def test_passing_metrics_pass(work):
     assert (report["verdict"], report["exit_code"], report["errors"]) == ("pass", 0, [])
     assert report["adapter_sha256"] == sha256_tree(work / "models/adapter")
     names = [r["rule"] for r in report["rules"]]
-    assert names == ["domain_min", "domain_gain_significant", "regression:general_qa", "regression:general_arith",
-                     "judge_mean:triage_quality", "judge_invalid_rate", "judge_failure_rate"]
+    assert names == ["domain_min", "domain_over_baseline", "domain_gain", "regression:general_qa", "regression:general_arith",
+                     "judge_failure_rate", "judge_mean:triage_quality", "judge_invalid_rate"]
     for r in report["rules"]:
-        assert set(r) == {"rule", "metric", "observed", "threshold", "op", "binding", "passed", "reason"}
         assert r["passed"] and r["binding"]
-    assert rule(report, "regression:general_qa") == {
-        "rule": "regression:general_qa", "metric": "eval_compare.json:tasks.general_qa.ratio", "observed": 0.975,
-        "threshold": 0.95, "op": ">=", "binding": True, "passed": True, "reason": "ok"}
+    qa = rule(report, "regression:general_qa")
+    # 2 lost, 1 gained of 200: delta -0.005; margin 0.05 x 0.99; the bound is the paired t lower bound
+    expected = stats.diff_lower_bound(n=200, delta=-0.005, diff_sd=stats.compare(
+        *moved(200, 198, 1, 2), samples=100, seed=0)["diff_sd"], alpha=0.025)
+    assert qa["observed"] == pytest.approx(expected) and qa["threshold"] == pytest.approx(-0.0495)
+    assert "n 200, 1 gained, 2 lost, one item = 0.005" in qa["detail"]
+
+
+def scipy_lower_bound(base, tuned, alpha):
+    """The same bound from scipy's own paired t-test (its one-sided confidence interval)."""
+    from scipy import stats as sps
+
+    res = sps.ttest_rel(tuned, base, alternative="greater")
+    return res.confidence_interval(confidence_level=1 - alpha).low
+
+
+@pytest.mark.parametrize("lost, gained", [(2, 1), (9, 0), (5, 5), (15, 3)])
+def test_regression_bound_equals_scipy_paired_t(lost, gained):
+    base, tuned = moved(200, 190, gained, lost)
+    row = stats.compare(base, tuned, samples=100, seed=0)
+    ours = stats.diff_lower_bound(n=row["n"], delta=row["delta"], diff_sd=row["diff_sd"], alpha=0.025)
+    assert ours == pytest.approx(scipy_lower_bound(base, tuned, 0.025))
+
+
+@pytest.mark.parametrize("gained, lost, passes", [
+    (5, 0, False),  # one-sided exact p = 1/32 = 0.031 >= 0.025: five wins and no losses is not enough
+    (6, 0, True),   # p = 1/64 = 0.016
+    (10, 3, False),  # p = 0.046
+    (14, 2, True),
+])
+def test_domain_gain_is_the_exact_one_sided_mcnemar(work, gained, lost, passes):
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
+        triage_gen=task("domain", *moved(60, 20, gained=gained, lost=lost))))
+    r = rule(judge_gate(), "domain_gain")
+    from scipy.stats import binomtest
+
+    assert r["observed"] == pytest.approx(binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue)
+    assert r["passed"] is passes and r["threshold"] == 0.025
+    assert f"{gained} gained, {lost} lost" in r["detail"]
+
+
+@pytest.mark.parametrize("lost, passes", [
+    (0, True), (3, True),     # 1.5% of the base's 190 right answers lost: well inside the 5% margin
+    (5, True),                # delta -0.025: the 97.5% lower bound -0.047 just clears -0.0475
+    (6, False),               # delta -0.030 (ratio 0.968): a true drop beyond 5% cannot be ruled out
+    (40, False),              # forgetting
+])
+def test_regression_is_non_inferiority(work, lost, passes):
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
+        general_arith=task("regression", *moved(200, 190, gained=0, lost=lost))))
+    report = judge_gate()
+    r = rule(report, "regression:general_arith")
+    assert r["passed"] is passes, r
+    assert report["verdict"] == ("pass" if passes else "fail")
+    if not passes:
+        assert "general_arith" in r["reason"] and "forgetting" in r["reason"]
+
+
+def test_domain_must_beat_the_input_blind_baseline(work):
+    """0.25 beats six balanced labels (chance 0.167) but not a set where one label is 40% of the items."""
+    assert rule(judge_gate(), "domain_over_baseline")["passed"]
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(triage_gen=task(
+        "domain", *moved(60, 1, gained=14, lost=0), baseline={"labels": 5, "chance": 0.2, "majority": 0.4})))
+    report = judge_gate()
+    r = rule(report, "domain_over_baseline")
+    assert report["verdict"] == "fail" and r["threshold"] == pytest.approx(0.43) and not r["passed"]
+    assert "input-blind baseline 0.4 (chance 0.2, majority 0.4)" in r["reason"]
+
+
+def test_point_rule_judges_the_observed_drop_and_still_reports_the_statistics(work):
+    set_params(work, gate__regression_rule="point")
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
+        general_arith=task("regression", *moved(200, 190, gained=0, lost=8))))
+    r = rule(judge_gate(), "regression:general_arith")  # delta -0.04 inside the margin 0.0475: passes
+    assert r["passed"] and r["observed"] == pytest.approx(-0.04) and "non-inferiority p" in r["detail"]
+    set_params(work, gate__regression_rule="noninferiority")  # the same numbers cannot rule out a 5% drop
+    assert not rule(judge_gate(), "regression:general_arith")["passed"]
+
+
+def test_near_zero_base_uses_an_absolute_margin(work):
+    # base 2/200 is below gate.near_zero_base (0.05): 0.95 allows losing at most 0.05 absolute, not 5% of 0.01
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
+        general_arith=task("regression", *moved(200, 2, gained=0, lost=1))))
+    r = rule(judge_gate(), "regression:general_arith")
+    assert r["threshold"] == pytest.approx(-0.05) and r["passed"], r
 
 
 @pytest.mark.parametrize("mutate, failing, words", [
-    (lambda c, j: c["tasks"]["triage_gen"].update(tuned=0.1), "domain_min",
-     ["triage_gen", "0.1", f"domain_min {raw_params()['gate']['domain_min']}"]),
-    (lambda c, j: c["tasks"]["triage_gen"].update(delta_ci=[-0.02, 0.4]), "domain_gain_significant",
+    (lambda c, j: c["tasks"].update(triage_gen=task("domain", *moved(60, 0, gained=8, lost=0), baseline={
+        "labels": 20, "chance": 0.05, "majority": 0.05})), "domain_min",
+     ["triage_gen", "0.133", f"domain_min {raw_params()['gate']['domain_min']}"]),
+    (lambda c, j: c["tasks"].update(triage_gen=task("domain", *moved(60, 10, gained=8, lost=4))), "domain_gain",
      ["triage_gen", "not significant"]),
-    (lambda c, j: c["tasks"]["general_qa"].update(tuned=0.05, ratio=0.05, ratio_ci=[0.0, 0.12]),
-     "regression:general_qa", ["general_qa", "forgetting", "0.05"]),
+    (lambda c, j: c["tasks"].update(general_qa=task("regression", *moved(200, 198, gained=0, lost=150))),
+     "regression:general_qa", ["general_qa", "forgetting"]),
     (lambda c, j: j.update(invalid_rate=0.5), "judge_invalid_rate", ["invalid rate", "0.5"]),
-    (lambda c, j: j.update(failure_rate=0.25), "judge_failure_rate", ["failure rate", "0.25"]),
     (lambda c, j: j["rubrics"]["triage_quality"]["tuned"].update(mean=2.0), "judge_mean:triage_quality",
      ["triage_quality", "2", "3.0"]),
 ])
@@ -128,50 +232,26 @@ def test_each_binding_failure_fails_with_a_reason(work, mutate, failing, words):
         assert word in report["summary"]
 
 
-def test_regression_on_ci_lower_is_stricter(work):
-    assert judge_gate()["verdict"] == "pass"
-    set_params(work, gate__regression_on="ci_lower")  # general_qa ratio CI lower bound 0.925 < 0.95
-    report = judge_gate()
-    assert report["verdict"] == "fail"
-    r = rule(report, "regression:general_qa")
-    assert (r["observed"], r["metric"]) == (0.925, "eval_compare.json:tasks.general_qa.ratio_ci[0]")
-
-
-def test_abs_delta_rule_for_near_zero_base(work):
-    # base 0.02 is below eval.near_zero_base: eval wrote rule abs_delta; 0.95 allows losing at most 0.05 absolute
-    edit(work, "eval_compare.json", lambda c: c["tasks"]["general_arith"].update(
-        base=0.02, tuned=0.0, delta=-0.02, ratio=None, ratio_ci=None, rule="abs_delta"))
-    r = rule(judge_gate(), "regression:general_arith")
-    assert (r["passed"], r["observed"], r["threshold"]) == (True, -0.02, -0.05)
-    edit(work, "eval_compare.json", lambda c: c["tasks"]["general_arith"].update(tuned=-0.08 + 0.02, delta=-0.08))
-    report = judge_gate()
-    r = rule(report, "regression:general_arith")
-    assert report["verdict"] == "fail" and not r["passed"] and "absolute delta" in r["reason"]
-
-
 def test_uncalibrated_judge_is_advisory_only(work):
     write(work, "judge.json", judge_metrics(sha256_tree(work / "models/adapter"), calibrated=False))
     edit(work, "judge.json", lambda j: j["rubrics"]["triage_quality"]["tuned"].update(mean=1.5))
+    edit(work, "judge.json", lambda j: j.update(invalid_rate=1.0))
     report = judge_gate()
     assert report["verdict"] == "pass", report["summary"]
-    r = rule(report, "judge_mean:triage_quality")
-    assert (r["binding"], r["passed"]) == (False, False)
-    assert r["reason"].startswith("advisory: judge not calibrated (kappa 0.20 < 0.6)")
-    # the judge's reliability rates: advisory with it under judge_rates_binding: calibrated (the demo's setting)...
-    edit(work, "judge.json", lambda j: j.update(failure_rate=0.9))
-    set_params(work, gate__judge_rates_binding="calibrated")
+    for name in ("judge_mean:triage_quality", "judge_invalid_rate"):
+        r = rule(report, name)
+        assert (r["binding"], r["passed"]) == (False, False)
+        assert r["reason"].startswith("advisory: judge not calibrated (kappa 0.20 < 0.6)")
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_a_failing_judge_cannot_pass_whatever_its_calibration(work, calibrated):
+    write(work, "judge.json", judge_metrics(sha256_tree(work / "models/adapter"), calibrated=calibrated))
+    edit(work, "judge.json", lambda j: j.update(failure_rate=1.0))
     report = judge_gate()
-    r = rule(report, "judge_failure_rate")
-    assert report["verdict"] == "pass" and (r["binding"], r["passed"]) == (False, False)
-    assert r["reason"].startswith("advisory: judge not calibrated") and "failure rate 0.9 > 0.1" in r["reason"]
-    # ...binding under "always", the default when the knob is absent (fail closed)
-    set_params(work, gate__judge_rates_binding="always")
-    report = judge_gate()
-    assert report["verdict"] == "fail" and "failure rate 0.9" in report["summary"]
-    raw = yaml.safe_load((work / "params.yaml").read_text())
-    del raw["gate"]["judge_rates_binding"]
-    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    assert judge_gate()["verdict"] == "fail"
+    assert (report["verdict"], report["exit_code"]) == ("error", 2)
+    assert "failure_rate 1 > gate.judge_max_failure_rate 0.1" in report["errors"][0]
+    assert rule(report, "judge_failure_rate")["binding"] is True
 
 
 def test_no_valid_verdict_is_a_finding_when_advisory_and_an_error_when_binding(work):
@@ -188,7 +268,16 @@ def test_no_valid_verdict_is_a_finding_when_advisory_and_an_error_when_binding(w
     calibrated["rubrics"]["triage_quality"]["tuned"]["mean"] = None
     write(work, "judge.json", calibrated)
     report = judge_gate()
-    assert report["exit_code"] == 2 and "tuned.mean is not a finite number (None)" in report["errors"][0]
+    assert report["exit_code"] == 2 and "tuned.mean is null but the judge is calibrated" in report["errors"][0]
+
+
+def test_kinds_come_from_params_not_from_the_file(work):
+    """Relabelling a regression task as domain in the metrics file does not drop its rule: it is exit 2."""
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
+        general_arith={**task("regression", *moved(200, 190, gained=0, lost=150)), "kind": "domain"}))
+    report = judge_gate()
+    assert report["exit_code"] == 2
+    assert "tasks.general_arith.kind is 'domain', params make it 'regression'" in report["errors"][0]
 
 
 def _missing(work):
@@ -202,22 +291,27 @@ def _stale(work):
 @pytest.mark.parametrize("breakage, message", [
     (_missing, "judge.json: missing"),
     (lambda w: write(w, "eval_compare.json", '{"adapter_sha256": "x", "tasks": {'), "malformed JSON"),
-    (lambda w: write(w, "eval_compare.json", (w / "reports/eval_compare.json").read_text().replace(
-        '"tuned": 0.975', '"tuned": NaN').replace('"ratio": 0.975', '"ratio": NaN')),
-     "tasks.general_qa.ratio is NaN"),
-    (lambda w: edit(w, "judge.json", lambda j: j.update(invalid_rate="0.05")), "invalid_rate is not a finite number"),
-    (lambda w: edit(w, "judge.json", lambda j: j.update(invalid_rate=None)), "invalid_rate is not a finite number"),
-    (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["triage_gen"].pop("delta_ci")),
-     "tasks.triage_gen.delta_ci.0 missing"),
+    (lambda w: write(w, "eval_compare.json", json.dumps(compare_metrics(sha256_tree(w / "models/adapter")))
+                     .replace('"tuned": 0.985', '"tuned": NaN', 1)),
+     "tasks.general_qa.tuned: nan is not a finite number"),
+    (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(tuned=float("inf"))),
+     "tasks.general_qa.tuned: inf is not a finite number"),
+    (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(diff_sd=None)),
+     "tasks.general_qa.diff_sd"),
+    (lambda w: edit(w, "judge.json", lambda j: j.update(invalid_rate="0.05x")), "invalid_rate"),
+    (lambda w: edit(w, "judge.json", lambda j: j.update(invalid_rate=None)), "invalid_rate"),
+    (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["triage_gen"].pop("delta")),
+     "tasks.triage_gen.delta: Field required"),
     (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"].pop("general_arith")),
-     "unknown task 'general_arith'"),
-    (lambda w: set_params(w, eval__regression_tasks=["general_qa", "mmlu"]), "unknown task 'mmlu'"),
-    (lambda w: set_params(w, judge__rubrics=["triage_quality", "tone"]), "unknown rubric 'tone'"),
-    (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(rule="log_ratio")),
-     "rule must be 'ratio' or 'abs_delta'"),
+     "tasks ['general_arith'] missing"),
+    (lambda w: set_params(w, eval__regression_tasks=["general_qa", "mmlu"]), "tasks ['mmlu'] missing"),
+    (lambda w: set_params(w, eval__regression_tasks=["general_qa"]), "tasks ['general_arith'] are not in params"),
+    (lambda w: set_params(w, judge__rubrics=["triage_quality", "tone"]), "rubric 'tone'"),
+    (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(kind="forgetting")),
+     "tasks.general_qa.kind"),
     (lambda w: edit(w, "judge.json", lambda j: j["calibration"].pop("calibrated")), "calibration.calibrated"),
     (_stale, "stale"),
-    (lambda w: write(w, "judge.json", "[1, 2]"), "expected a JSON object"),
+    (lambda w: write(w, "judge.json", "[1, 2]"), "valid dictionary"),
 ])
 def test_cannot_judge_exits_2_and_explains(work, breakage, message):
     breakage(work)
@@ -237,7 +331,8 @@ def test_stale_names_both_hashes(work):
 
 def test_error_beats_a_failed_rule(work):
     """Fail closed: a broken input is exit 2 even when another rule already failed (not a mere 1)."""
-    edit(work, "eval_compare.json", lambda c: c["tasks"]["triage_gen"].update(tuned=0.1))
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
+        triage_gen=task("domain", *moved(60, 0, gained=2, lost=0))))
     _missing(work)
     assert judge_gate()["exit_code"] == 2
 
@@ -248,7 +343,8 @@ def llmops_gate(work, *args):
 
 def test_cli_exit_codes_and_no_fail(work):
     assert llmops_gate(work).returncode == 0
-    edit(work, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(ratio=0.5))
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
+        general_qa=task("regression", *moved(200, 198, gained=0, lost=100))))
     proc = llmops_gate(work)
     assert proc.returncode == 1 and "general_qa" in proc.stderr
     proc = llmops_gate(work, "--no-fail")  # what dvc.yaml runs: the verdict is in gate.json, not the exit code
@@ -260,9 +356,9 @@ def test_cli_exit_codes_and_no_fail(work):
 
 
 def test_cli_unreadable_params_is_exit_2(work):
-    set_params(work, gate__regression_on="median")
+    set_params(work, gate__alpha="often")
     proc = llmops_gate(work)
-    assert proc.returncode == 2 and "gate.regression_on" in proc.stderr
+    assert proc.returncode == 2 and "gate.alpha" in proc.stderr
 
 
 def test_gate_json_is_replaced_atomically(work):

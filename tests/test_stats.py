@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from llmops import stats
@@ -74,19 +75,58 @@ def test_paired_bootstrap_agrees_with_mcnemar_on_a_clear_case():
     assert stats.paired_bootstrap_pvalue(base, tuned, samples=2000, seed=0) < 0.01
 
 
-def test_compare_picks_the_rule_and_the_test():
-    ratio = stats.compare([1, 1, 1, 1], [1, 1, 1, 0], samples=200, seed=0, near_zero_base=0.05)
-    assert ratio["rule"] == "ratio" and ratio["ratio"] == pytest.approx(0.75)
-    assert ratio["test"] == "mcnemar_exact" and ratio["p_value"] == 1.0  # 1 discordant pair: 2 * 1/2
-    assert ratio["n"] == 4 and ratio["delta"] == pytest.approx(-0.25)
+def test_compare_writes_the_sufficient_statistics_and_the_test():
+    row = stats.compare([1, 1, 1, 1], [1, 1, 1, 0], samples=200, seed=0)
+    assert row["ratio"] == pytest.approx(0.75) and (row["gained"], row["lost"]) == (0, 1)
+    assert row["test"] == "mcnemar_exact" and row["p_value"] == 1.0  # 1 discordant pair: 2 * 1/2
+    assert row["n"] == 4 and row["delta"] == pytest.approx(-0.25)
+    assert row["diff_sd"] == pytest.approx(np.std([0, 0, 0, -1], ddof=1))
 
-    near_zero = stats.compare([0, 0, 0, 0], [1, 1, 0, 0], samples=200, seed=0, near_zero_base=0.05)
-    assert near_zero["rule"] == "abs_delta" and near_zero["ratio"] is None and near_zero["ratio_ci"] is None
-    assert near_zero["delta"] == 0.5
+    zero_base = stats.compare([0, 0, 0, 0], [1, 1, 0, 0], samples=200, seed=0)
+    assert zero_base["ratio"] is None and zero_base["ratio_ci"] is None and zero_base["delta"] == 0.5
 
-    graded = stats.compare([0.5, 0.2], [0.7, 0.4], samples=99, seed=0, near_zero_base=0.05)
+    graded = stats.compare([0.5, 0.2], [0.7, 0.4], samples=99, seed=0)
     assert graded["test"] == "paired_bootstrap" and graded["p_value"] == pytest.approx(1 / 100)
+    assert graded["gained"] is None and graded["binary"] is False
     assert all(math.isfinite(v) for v in graded["delta_ci"] + graded["ratio_ci"])
+
+
+@pytest.mark.parametrize("gained, lost", [(5, 0), (6, 0), (10, 3), (0, 4), (0, 0), (40, 35)])
+def test_mcnemar_equals_scipy_binomtest(gained, lost):
+    from scipy.stats import binomtest
+
+    base = [0] * gained + [1] * lost + [1] * 7
+    tuned = [1] * gained + [0] * lost + [1] * 7
+    for alternative in ("two-sided", "greater"):
+        expected = 1.0 if gained + lost == 0 else binomtest(gained, gained + lost, 0.5, alternative=alternative).pvalue
+        assert stats.mcnemar_exact(base, tuned, alternative=alternative) == pytest.approx(expected)
+    row = stats.compare(base, tuned, samples=100, seed=0)
+    assert stats.gain_pvalue(n=row["n"], delta=row["delta"], diff_sd=row["diff_sd"], gained=gained,
+                             lost=lost) == pytest.approx(stats.mcnemar_exact(base, tuned, alternative="greater"))
+
+
+def test_graded_metrics_use_scipys_paired_t():
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 50)
+    tuned = np.clip(base + rng.normal(0.05, 0.2, 50), 0, 1)
+    row = stats.compare(base, tuned, samples=100, seed=0)
+    kw = dict(n=row["n"], delta=row["delta"], diff_sd=row["diff_sd"])
+    assert stats.gain_pvalue(**kw, gained=None, lost=None) == pytest.approx(
+        sps.ttest_rel(tuned, base, alternative="greater").pvalue)
+    assert stats.diff_lower_bound(**kw, alpha=0.05) == pytest.approx(
+        sps.ttest_rel(tuned, base, alternative="greater").confidence_interval(0.95).low)
+    # non-inferiority: H0 "tuned <= base - margin" is scipy's one-sided test of (tuned + margin) vs base
+    assert stats.noninferiority_pvalue(**kw, margin=0.1) == pytest.approx(
+        sps.ttest_rel(tuned + 0.1, base, alternative="greater").pvalue)
+
+
+def test_no_spread_is_no_evidence_either_way():
+    kw = dict(n=10, diff_sd=0.0)
+    assert stats.diff_lower_bound(delta=0.0, alpha=0.025, **kw) == 0.0
+    assert stats.gain_pvalue(delta=0.0, gained=None, lost=None, **kw) == 1.0
+    assert stats.noninferiority_pvalue(delta=0.0, margin=0.05, **kw) == 0.0
 
 
 def test_mean_ci_brackets_the_mean_and_handles_empty():

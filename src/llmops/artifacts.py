@@ -100,6 +100,27 @@ def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# Float results are byte-identical on one machine but drift across CPU kernel paths (measured: the same
+# commit flipped 1-4 of 60 eval items elsewhere). These settings pick the path, so every run records them.
+NUMERICS_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS")
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def numerics_path(env: dict[str, Any]) -> str:
+    """One string naming the hardware/kernel path a result was computed on (same string, same floats)."""
+    settings = ",".join(f"{k}={v}" for k, v in sorted((env.get("numerics_env") or {}).items()))
+    gpus = "+".join(env.get("gpus") or []) or "no GPU"
+    return f"{env.get('cpu_model')} | torch CPU {env.get('torch_cpu_capability')} | {gpus}" + (
+        f" | {settings}" if settings else "")
+
+
 def environment() -> dict[str, Any]:
     """Package versions and hardware, recorded with each run so a result says where it came from."""
     import torch
@@ -109,11 +130,16 @@ def environment() -> dict[str, Any]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             packages[name] = metadata.version(name)
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return {
+    env = {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "numerics_env": {k: os.environ[k] for k in NUMERICS_ENV if k in os.environ},
         "torch_threads": torch.get_num_threads(),
         "gpus": gpus,
         "packages": packages,
     }
+    env["numerics_path"] = numerics_path(env)
+    return env

@@ -13,6 +13,7 @@ Either way `paths.base_dir/identity.json` is the stage's contract; `load_model` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -133,14 +134,50 @@ def build_tiny(paths: Paths, cfg: Base, out: Path) -> dict[str, Any]:
             "weights_sha256": sha256_file(out / "model.safetensors"), **stats}
 
 
+def manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every file of a local model folder (weights, config, tokenizer) with its size, mtime and sha256.
+    A local folder is pinned by content, not by its config alone: overwritten weights must not pass."""
+    out = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):  # .cache/, .git/: not the model
+            continue
+        st = path.stat()
+        out[rel.as_posix()] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
+    return out
+
+
+def verify_local(ident: dict[str, Any]) -> None:
+    """The local base folder still holds the bytes the base stage pinned (StageError otherwise).
+    Files whose size and mtime are unchanged are trusted (as DVC does); the others are re-hashed."""
+    folder, pinned = Path(ident["path"]), ident.get("files")
+    if not pinned:
+        return  # an identity.json written before weights were pinned: nothing to compare with
+    rerun = "the results after it would describe weights that no longer exist; rerun: dvc repro -f base"
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
+               and not any(part.startswith(".") for part in p.relative_to(folder).parts)} if folder.is_dir() else set()
+    changed = sorted(set(pinned) ^ present)
+    for rel in sorted(set(pinned) & present):
+        st, want = (folder / rel).stat(), pinned[rel]
+        if st.st_size != want["size"] or (st.st_mtime_ns != want["mtime_ns"]
+                                          and sha256_file(folder / rel) != want["sha256"]):
+            changed.append(rel)
+    if changed:
+        raise StageError(f"base.model {folder}: {', '.join(changed[:5])} changed since the base stage pinned "
+                         f"it (added, removed or different bytes); {rerun}")
+
+
 def resolve_external(cfg: Base) -> dict[str, Any]:
     """Pin a hub id or local folder without copying weights (GPU runners keep their own HF cache)."""
     local = Path(cfg.model).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise StageError(f"base.model {cfg.model!r}: folder has no config.json")
+        files = manifest(local)
         return {"model": cfg.model, "source": "local", "path": str(local.resolve()), "revision": cfg.revision,
-                "config_sha256": sha256_file(local / "config.json")}
+                "config_sha256": sha256_file(local / "config.json"), "files": files,
+                "weights_sha256": hashlib.sha256(json.dumps(
+                    {k: v["sha256"] for k, v in files.items()}, sort_keys=True).encode()).hexdigest()}
     from huggingface_hub import snapshot_download
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
@@ -175,6 +212,8 @@ def identity(paths: Paths) -> dict[str, Any]:
 def model_reference(paths: Paths) -> tuple[str, str | None]:
     """(name_or_path, revision) that from_pretrained should load for the pinned base."""
     ident = identity(paths)
+    if ident["source"] == "local":
+        verify_local(ident)
     return (str(paths.base_dir) if ident["source"] == "built" else ident["path"]), ident.get("revision")
 
 

@@ -27,6 +27,8 @@ def run_stage(fn: Callable[..., Any], *args: Any) -> Any:
     except StageError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         sys.exit(1)  # not typer.Exit: accelerate-launched modules call this outside a typer context
+    if hasattr(result, "model_dump"):  # a stage output contract (llmops.schemas)
+        result = result.model_dump(mode="json")
     if isinstance(result, dict):
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return result

@@ -186,14 +186,20 @@ class Eval(Strict):
     domain_tasks: list[str]
     regression_tasks: list[str]
     bootstrap_samples: int = Field(2000, ge=100)
-    near_zero_base: float = Field(0.05, ge=0, le=1)
     seed: int = 0
 
     @model_validator(mode="after")
     def _domain_listed(self) -> "Eval":
         if self.domain_task not in self.domain_tasks:
             raise ValueError(f"domain_task {self.domain_task!r} must be one of domain_tasks {self.domain_tasks}")
+        both = set(self.domain_tasks) & set(self.regression_tasks)
+        if both:
+            raise ValueError(f"tasks {sorted(both)} are in both domain_tasks and regression_tasks")
         return self
+
+    def kind(self, task: str) -> str:
+        """'domain' or 'regression': the params decide a task's rule, never a metrics file."""
+        return "domain" if task in self.domain_tasks else "regression"
 
     @property
     def tasks(self) -> list[str]:
@@ -235,14 +241,17 @@ class Judge(Strict):
 
 
 class Gate(Strict):
+    # No defaults: params.yaml is the one place these live (a deleted key fails by name, never falls back)
     domain_min: float = Field(ge=0, le=1)
-    domain_gain_significant: bool = True
-    regression_min_ratio: float = Field(0.95, gt=0, le=1)
-    regression_on: Literal["point", "ci_lower"] = "point"
+    domain_min_lift: float = Field(ge=0, le=1)
+    domain_gain_significant: bool
+    alpha: float = Field(gt=0, lt=0.5)
+    regression_min_ratio: float = Field(gt=0, le=1)
+    regression_rule: Literal["noninferiority", "point"]
+    near_zero_base: float = Field(ge=0, le=1)
     judge_min_mean: float
     judge_max_invalid_rate: float = Field(ge=0, le=1)
     judge_max_failure_rate: float = Field(ge=0, le=1)
-    judge_rates_binding: Literal["always", "calibrated"] = "always"
 
 
 class Report(Strict):

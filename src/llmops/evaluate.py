@@ -30,10 +30,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
-from llmops import stats
+from llmops import schemas, stats
 from llmops.artifacts import atomic_dir, read_json, sha256_tree, to_plain, write_json, write_jsonl, write_text
 from llmops.config import Params
 from llmops.errors import StageError
+from llmops.schemas import AnswerStats, Baseline, EvalComparison, TaskComparison
 
 Model = Literal["base", "tuned"]
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
@@ -203,8 +204,16 @@ def per_sample_scores(samples: list[dict], leaf: str, metric: str, filt: str) ->
         doc = s.get("doc") or {}
         out[(leaf, s["doc_id"])] = {"score": float(s[metric]), "doc_hash": s.get("doc_hash"),
                                     "prompt_hash": s.get("prompt_hash"),
-                                    "category": str(doc.get("label", s.get("target")))}
+                                    "category": str(doc.get("label", s.get("target"))),
+                                    "answer": _answer(s.get("resps"))}  # raw text: filters may map "" to a fallback
     return out
+
+
+def _answer(resps: Any) -> str | None:
+    """The generated text of a generate_until sample (None for loglikelihood tasks)."""
+    while isinstance(resps, list) and len(resps) == 1:
+        resps = resps[0]
+    return resps if isinstance(resps, str) else None
 
 
 def _number(value: Any) -> float | None:
@@ -254,23 +263,34 @@ def run(params: Params, model: Model) -> dict[str, Any]:
     compare = None
     if model == "tuned":
         report["adapter_sha256"] = sha256_tree(adapter)
-        compare = compare_models(params, summary, base_samples, results)
-        compare["adapter_sha256"] = report["adapter_sha256"]
+        compare = compare_models(params, summary, base_samples, results, report["adapter_sha256"])
 
     # every output is computed before the first is written: a failure above leaves none behind
     with atomic_dir(samples_dir(params, model)) as out:
         for leaf, records in sorted(results["samples"].items()):
             write_jsonl(out / f"{leaf}.jsonl", (json.loads(json.dumps(r, default=str)) for r in records))
-        write_text(out / "results.json", json.dumps({k: v for k, v in results.items() if k != "samples"},
-                                                    indent=2, sort_keys=True, default=str) + "\n")
+        write_text(out / "results.json", json.dumps(stable_results(results), indent=2, sort_keys=True,
+                                                    default=str) + "\n")
     write_json(paths.report(f"eval_{model}.json"), report)
     if compare is not None:
-        write_json(paths.report("eval_compare.json"), compare)
+        schemas.write(paths.report(schemas.EVAL_COMPARE), compare)
         write_text(paths.report("eval_tasks.csv"), tasks_csv(compare))
         write_text(paths.report("eval_categories.csv"),
                    categories_csv(params, summary, base_samples, results))
         log_mlflow(params, compare)
-    return compare or report
+        return compare.model_dump(mode="json")
+    return report
+
+
+# lm-eval's results carry the wall clock (date, start/end times, durations) and the machine's paths; kept
+# in results.json they would make the sample folder's hash differ on every run, so eval_tuned (which
+# depends on eval_base's folder) would rerun for nothing. Runtime lives in eval_<model>.json instead.
+VOLATILE_KEYS = {"date", "start_time", "end_time", "total_evaluation_time_seconds", "model_name_sanitized",
+                 "pretty_env_info", "transformers_version", "lm_eval_version", "upper_git_hash", "git_hash"}
+
+
+def stable_results(results: dict) -> dict:
+    return {k: v for k, v in results.items() if k != "samples" and k not in VOLATILE_KEYS}
 
 
 def load_samples(folder: Path) -> dict[str, list[dict]]:
@@ -302,7 +322,8 @@ def paired(params: Params, row: dict, base_samples: dict[str, list[dict]], resul
     return keys, base, tuned
 
 
-def compare_models(params: Params, summary: dict, base_samples: dict, results: dict) -> dict[str, Any]:
+def compare_models(params: Params, summary: dict, base_samples: dict, results: dict,
+                   adapter_sha: str) -> EvalComparison:
     cfg = params.eval
     tasks = {}
     for name, row in summary.items():
@@ -310,11 +331,26 @@ def compare_models(params: Params, summary: dict, base_samples: dict, results: d
         if not keys:
             raise StageError(f"task {name}: no scored items to compare")
         stats_row = stats.compare([base[k]["score"] for k in keys], [tuned[k]["score"] for k in keys],
-                                  samples=cfg.bootstrap_samples, seed=cfg.seed,
-                                  near_zero_base=cfg.near_zero_base)
-        kind = "domain" if name in cfg.domain_tasks else "regression"
-        tasks[name] = {"kind": kind, "metric": row["metric"], **stats_row}
-    return {"adapter_sha256": None, "domain_task": cfg.domain_task, "tasks": tasks}
+                                  samples=cfg.bootstrap_samples, seed=cfg.seed)
+        extra: dict[str, Any] = {}
+        if cfg.kind(name) == "domain":
+            extra["baseline"] = label_baseline([base[k]["category"] for k in keys])
+        answers = [tuned[k]["answer"] for k in keys]
+        if all(a is not None for a in answers):
+            extra["tuned_answers"] = AnswerStats(
+                empty=sum(1 for a in answers if not a.strip()),
+                distinct=len({" ".join(a.split()).lower() for a in answers}))
+        tasks[name] = TaskComparison(kind=cfg.kind(name), metric=row["metric"], **stats_row, **extra)
+    return EvalComparison(adapter_sha256=adapter_sha, domain_task=cfg.domain_task, tasks=tasks)
+
+
+def label_baseline(labels: list[str]) -> Baseline:
+    """What a model that ignores the input scores: guessing uniformly (chance) or always answering the most
+    common gold label (majority). A domain score means something only above both."""
+    counts = defaultdict(int)
+    for label in labels:
+        counts[label] += 1
+    return Baseline(labels=len(counts), chance=1 / len(counts), majority=max(counts.values()) / len(labels))
 
 
 def _csv(header: list[str], rows: list[list]) -> str:
@@ -327,9 +363,9 @@ def _csv(header: list[str], rows: list[list]) -> str:
 
 # Plots are long format, one bar per (item, model): DVC's bar templates colour by revision, so "base" and
 # "tuned" become neighbouring bars ("series"), and `dvc plots diff` still compares experiments bar by bar.
-def tasks_csv(compare: dict) -> str:
-    rows = [[name, row["kind"], row["metric"], model, f"{name} {model}", round(row[model], 6)]
-            for name, row in compare["tasks"].items() for model in ("base", "tuned")]
+def tasks_csv(compare: EvalComparison) -> str:
+    rows = [[name, row.kind.value, row.metric, model, f"{name} {model}", round(getattr(row, model), 6)]
+            for name, row in compare.tasks.items() for model in ("base", "tuned")]
     return _csv(["task", "kind", "metric", "model", "series", "score"], rows)
 
 
@@ -345,11 +381,12 @@ def categories_csv(params: Params, summary: dict, base_samples: dict, results: d
     return _csv(["category", "model", "series", "n", "accuracy"], rows)
 
 
-def log_mlflow(params: Params, compare: dict) -> str | None:
+def log_mlflow(params: Params, compare: EvalComparison) -> str | None:
     from llmops.tracking import log_to_training_run
 
     metrics = {}
-    for name, row in compare["tasks"].items():
+    for name, task in compare.tasks.items():
+        row = task.model_dump()
         metrics[name] = {k: row[k] for k in ("base", "tuned", "delta", "ratio", "p_value") if row[k] is not None}
         metrics[name]["delta_ci_low"], metrics[name]["delta_ci_high"] = row["delta_ci"]
     return log_to_training_run(params.paths.reports, metrics, prefix="eval")

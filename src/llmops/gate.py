@@ -4,233 +4,215 @@ Run:  llmops gate            (exit 0 pass, 1 a binding rule failed, 2 the gate c
       llmops gate --no-fail  (same reports/gate.json, always exit 0: what the dvc.yaml stage runs, so a
                               failing verdict still reaches the `report` stage and the PR comment)
 
-Rules come from params.yaml `gate:` and read reports/eval_compare.json and reports/judge.json:
-  - domain_min               tuned score on eval.domain_task >= gate.domain_min
-  - domain_gain_significant  lower bound of the (tuned - base) CI > 0 (when the knob is true)
-  - regression:<task>        for every regression task: tuned/base ratio (point or CI lower bound, per
-                             gate.regression_on) >= gate.regression_min_ratio. Where the base score is near
-                             zero (eval writes rule "abs_delta") a ratio means nothing, so the absolute
-                             delta must be >= -(1 - regression_min_ratio) instead (0.95 -> at most 0.05 lost)
-  - judge_mean:<rubric>      tuned judge mean >= gate.judge_min_mean; binding only when the judge is
-                             calibrated against human labels, otherwise advisory (reported, never decides)
-  - judge_invalid_rate / judge_failure_rate <= their maxima: binding always, or with
-                             gate.judge_rates_binding: calibrated only while the judge itself is binding
+Rules come from params.yaml `gate:`; task kinds from `eval.domain_tasks` / `eval.regression_tasks` (never
+from the file being judged). Each eval rule is a one-sided statistical decision with error rate gate.alpha,
+computed from the paired sufficient statistics in reports/eval_compare.json (llmops.stats):
+  - domain_min               tuned score on eval.domain_task >= gate.domain_min (a product threshold)
+  - domain_over_baseline     tuned score >= max(chance, majority-class share) + gate.domain_min_lift, both
+                             from the eval set's gold labels (meaningful for any label set)
+  - domain_gain              exact one-sided McNemar p (tuned gained over base) < alpha: a model that did not
+                             really improve passes this at most alpha of the time
+  - regression:<task>        margin = (1 - regression_min_ratio) x base score (absolute (1 - regression_min_ratio)
+                             when the base scores below near_zero_base). regression_rule "noninferiority": the
+                             one-sided (1 - alpha) lower bound of mean(tuned - base) >= -margin, so a model that
+                             really lost more than the margin passes at most alpha of the time; "point": the
+                             observed delta >= -margin (no error rate; the statistics are still reported)
+  - judge_mean:<rubric>      tuned judge mean >= judge_min_mean; binding only when the judge is calibrated
+  - judge_invalid_rate       <= judge_max_invalid_rate; binding only when the judge is calibrated
+  - judge_failure_rate       > judge_max_failure_rate is "could not judge" (exit 2) whatever the calibration:
+                             a judge whose calls fail must never let a model through silently
 
-It fails closed: a missing or malformed metrics file, a NaN or non-number, a task or rubric the params
-name but the metrics lack, an unknown rule kind, or metrics whose adapter_sha256 is not the current
-adapter's (stale: older than the adapter they describe) make the verdict "error" (exit 2), never a pass.
+It fails closed: a missing file, one that breaks its contract (llmops.schemas: wrong type, NaN, infinity),
+a task or rubric the params name but the metrics lack (or the reverse), a task kind that disagrees with
+the params, or metrics whose adapter_sha256 is not the current adapter's (stale) make the verdict "error".
 """
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
 from typing import Any
 
-from llmops.artifacts import finite, sha256_tree, write_json
+from llmops import stats
+from llmops.artifacts import sha256_tree
 from llmops.config import Params
-
-EVAL_FILE = "eval_compare.json"
-JUDGE_FILE = "judge.json"
-GATE_FILE = "gate.json"
-EXIT = {"pass": 0, "fail": 1, "error": 2}
-
-
-class _Problems(list):
-    """Everything that stops the gate from judging; each entry is one readable line."""
-
-
-def _load(path: Path, problems: _Problems) -> dict | None:
-    if not path.is_file():
-        problems.append(f"{path}: missing (the stage that writes it has not run)")
-        return None
-    try:
-        # NaN/Infinity are not JSON; Python would accept them silently, so keep them visible as NaN and let
-        # the number check below name the exact metric.
-        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda _: math.nan)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        problems.append(f"{path}: malformed JSON ({exc})")
-        return None
-    if not isinstance(data, dict):
-        problems.append(f"{path}: expected a JSON object, got {type(data).__name__}")
-        return None
-    return data
-
-
-def _get(data: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        if isinstance(data, list) and key.isdigit() and int(key) < len(data):
-            data = data[int(key)]
-        elif isinstance(data, dict) and key in data:
-            data = data[key]
-        else:
-            raise KeyError(dotted)
-    return data
-
-
-def _number(data: dict, dotted: str, source: str, problems: _Problems) -> float | None:
-    """The finite number at `dotted`, or None with the reason recorded (missing, NaN, non-number)."""
-    try:
-        value = _get(data, dotted)
-    except KeyError:
-        problems.append(f"{source}: {dotted} missing")
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        problems.append(f"{source}: {dotted} is NaN")
-        return None
-    if not finite(value):
-        problems.append(f"{source}: {dotted} is not a finite number ({value!r})")
-        return None
-    return float(value)
-
-
-def _rule(rule: str, metric: str, observed: float | None, threshold: float, op: str, binding: bool,
-          reason: str) -> dict:
-    ok = observed is not None and (observed >= threshold if op == ">=" else
-                                   observed > threshold if op == ">" else observed <= threshold)
-    return {"rule": rule, "metric": metric, "observed": observed, "threshold": threshold, "op": op,
-            "binding": binding, "passed": bool(ok), "reason": reason if not ok or not binding else "ok"}
+from llmops.schemas import (EVAL_COMPARE, GATE, JUDGE, ContractError, EvalComparison, GateReport, GateRule,
+                            JudgeSummary, TaskComparison, TaskKind, Verdict, read, write)
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def _eval_rules(params: Params, compare: dict, src: str, problems: _Problems) -> list[dict]:
-    g, rules = params.gate, []
-    tasks = compare.get("tasks")
-    if not isinstance(tasks, dict):
-        problems.append(f"{src}: tasks missing or not an object")
-        return rules
-    domain = params.eval.domain_task
-    if compare.get("domain_task") != domain:
-        problems.append(f"{src}: domain_task is {compare.get('domain_task')!r}, params eval.domain_task is {domain!r}")
-    # Every task the params name must be measured, and every regression task measured is gated: an extra
-    # task in the file is not ignored (fail closed), a missing one cannot be judged.
-    for name in [domain, *params.eval.regression_tasks]:
-        if name not in tasks:
-            problems.append(f"{src}: unknown task {name!r} (params name it; the metrics have {sorted(tasks)})")
-    for name, task in tasks.items():
-        if not isinstance(task, dict) or task.get("kind") not in ("domain", "regression"):
-            problems.append(f"{src}: tasks.{name}.kind must be 'domain' or 'regression'")
-    if domain in tasks:
-        key = f"tasks.{domain}"
-        tuned = _number(compare, f"{key}.tuned", src, problems)
-        rules.append(_rule("domain_min", f"{EVAL_FILE}:{key}.tuned", tuned, g.domain_min, ">=", True,
-                           f"{domain}: tuned score {_fmt(tuned)} < domain_min {g.domain_min}"))
-        if g.domain_gain_significant:
-            lo = _number(compare, f"{key}.delta_ci.0", src, problems)
-            rules.append(_rule("domain_gain_significant", f"{EVAL_FILE}:{key}.delta_ci[0]", lo, 0.0, ">", True,
-                               f"{domain}: gain over base not significant (95% CI lower bound {_fmt(lo)} <= 0)"))
-    for name, task in tasks.items():
-        if not isinstance(task, dict) or task.get("kind") != "regression":
-            continue
-        key, kind = f"tasks.{name}", task.get("rule")
-        lower = g.regression_on == "ci_lower"
-        if kind == "ratio":
-            field = f"{key}.ratio_ci.0" if lower else f"{key}.ratio"
-            observed, threshold = _number(compare, field, src, problems), g.regression_min_ratio
-            what = "ratio CI lower bound" if lower else "tuned/base ratio"
-        elif kind == "abs_delta":
-            field = f"{key}.delta_ci.0" if lower else f"{key}.delta"
-            observed, threshold = _number(compare, field, src, problems), round(-(1 - g.regression_min_ratio), 10)
-            what = "absolute delta CI lower bound" if lower else "absolute delta (base near zero)"
-        else:
-            problems.append(f"{src}: {key}.rule must be 'ratio' or 'abs_delta', got {kind!r}")
-            continue
-        metric = f"{EVAL_FILE}:{field[:-2]}[0]" if field.endswith(".0") else f"{EVAL_FILE}:{field}"
-        rules.append(_rule(f"regression:{name}", metric, observed, threshold, ">=", True,
-                           f"{name}: {what} {_fmt(observed)} < {threshold:g} (forgetting)"))
+def _rule(rule: str, metric: str, observed: float | None, threshold: float, op: str, binding: bool,
+          reason: str, detail: str = "") -> GateRule:
+    ok = observed is not None and (observed >= threshold if op == ">=" else
+                                   observed > threshold if op == ">" else
+                                   observed < threshold if op == "<" else observed <= threshold)
+    return GateRule(rule=rule, metric=metric, observed=observed, threshold=threshold, op=op, binding=binding,
+                    passed=bool(ok), reason=reason if not ok or not binding else "ok", detail=detail)
+
+
+def margin(params: Params, task: TaskComparison) -> float:
+    """The allowed drop on a regression task, in score points."""
+    allowed = 1 - params.gate.regression_min_ratio
+    return allowed if task.base < params.gate.near_zero_base else allowed * task.base
+
+
+def _counts(task: TaskComparison) -> str:
+    moved = f"{task.gained} gained, {task.lost} lost, " if task.binary else ""
+    return f"n {task.n}, {moved}one item = {task.resolution():.3g}"
+
+
+def domain_rules(params: Params, name: str, task: TaskComparison) -> list[GateRule]:
+    g, key = params.gate, f"{EVAL_COMPARE}:tasks.{name}"
+    rules = [_rule("domain_min", f"{key}.tuned", task.tuned, g.domain_min, ">=", True,
+                   f"{name}: tuned score {_fmt(task.tuned)} < domain_min {g.domain_min}", _counts(task))]
+    if task.baseline is not None:
+        # An absolute threshold means nothing across label sets (0.2 is chance for five labels): the score
+        # must also beat what an input-blind answer gets, guessing or always naming the commonest label.
+        b = task.baseline
+        floor = max(b.chance, b.majority)
+        rules.append(_rule("domain_over_baseline", f"{key}.tuned", task.tuned, round(floor + g.domain_min_lift, 10),
+                           ">=", True, f"{name}: tuned score {_fmt(task.tuned)} is not {g.domain_min_lift} above "
+                           f"the input-blind baseline {floor:.3g} (chance {b.chance:.3g}, majority {b.majority:.3g})",
+                           f"{b.labels} labels; chance {b.chance:.3g}, majority class {b.majority:.3g}"))
+    if g.domain_gain_significant:
+        p = stats.gain_pvalue(n=task.n, delta=task.delta, diff_sd=task.diff_sd, gained=task.gained,
+                              lost=task.lost)
+        test = "exact McNemar" if task.binary else "paired t"
+        rules.append(_rule("domain_gain", f"{key} (one-sided {test} p)", p, g.alpha, "<", True,
+                           f"{name}: gain over base not significant (one-sided {test} p {_fmt(p)} >= "
+                           f"alpha {g.alpha})", f"{_counts(task)}; delta {task.delta:+.3f}"))
     return rules
 
 
-def _judge_rules(params: Params, judge: dict, src: str, problems: _Problems) -> list[dict]:
-    g, rules = params.gate, []
-    calibration = judge.get("calibration")
-    calibrated = isinstance(calibration, dict) and calibration.get("calibrated") is True
-    if not isinstance(calibration, dict) or not isinstance(calibration.get("calibrated"), bool):
-        problems.append(f"{src}: calibration.calibrated missing or not true/false")
-    why = (calibration or {}).get("reason") if isinstance(calibration, dict) else None
-    advisory = f"advisory: judge not calibrated ({why or 'no reason given'})"
-    rubrics = judge.get("rubrics") if isinstance(judge.get("rubrics"), dict) else {}
-    # the params' rubrics must all be there; any extra rubric the judge scored is gated too (fail closed)
-    for rubric in [*params.judge.rubrics, *(r for r in rubrics if r not in params.judge.rubrics)]:
-        if rubric not in rubrics:
-            problems.append(f"{src}: unknown rubric {rubric!r} (params judge.rubrics name it; "
-                            f"the metrics have {sorted(rubrics)})")
+def regression_rule(params: Params, name: str, task: TaskComparison) -> GateRule:
+    alpha, allowed = params.gate.alpha, margin(params, task)
+    lower = stats.diff_lower_bound(n=task.n, delta=task.delta, diff_sd=task.diff_sd, alpha=alpha)
+    p = stats.noninferiority_pvalue(n=task.n, delta=task.delta, diff_sd=task.diff_sd, margin=allowed)
+    detail = (f"{_counts(task)}; delta {task.delta:+.3f}, margin {allowed:.3f}, {1 - alpha:.3g} lower bound "
+              f"{lower:+.4f}, non-inferiority p {_fmt(p)}")
+    key = f"{EVAL_COMPARE}:tasks.{name}"
+    if params.gate.regression_rule == "point":
+        return _rule(f"regression:{name}", f"{key}.delta", task.delta, round(-allowed, 10), ">=", True,
+                     f"{name}: observed drop {task.delta:+.4f} exceeds the margin -{allowed:.4f} (forgetting)", detail)
+    return _rule(f"regression:{name}", f"{key} ({1 - alpha:.3g} lower bound of tuned - base)", lower,
+                 round(-allowed, 10), ">=", True,
+                 f"{name}: the drop may exceed the margin (lower bound {lower:+.4f} < -{allowed:.4f}; "
+                 f"non-inferiority p {_fmt(p)}): forgetting", detail)
+
+
+def eval_rules(params: Params, compare: EvalComparison, src: str, problems: list[str]) -> list[GateRule]:
+    cfg = params.eval
+    if compare.domain_task != cfg.domain_task:
+        problems.append(f"{src}: domain_task is {compare.domain_task!r}, params eval.domain_task is "
+                        f"{cfg.domain_task!r}")
+    # The params decide which tasks exist and which rule each gets; a file that disagrees is not judged.
+    missing = [t for t in cfg.tasks if t not in compare.tasks]
+    extra = [t for t in compare.tasks if t not in cfg.tasks]
+    if missing:
+        problems.append(f"{src}: tasks {missing} missing (params eval.domain_tasks/regression_tasks name them)")
+    if extra:
+        problems.append(f"{src}: tasks {extra} are not in params eval.domain_tasks/regression_tasks")
+    rules: list[GateRule] = []
+    for name in cfg.tasks:
+        task = compare.tasks.get(name)
+        if task is None:
             continue
-        key = f"rubrics.{rubric}.tuned.mean"
-        try:
-            no_score = _get(judge, key) is None
-        except KeyError:
-            no_score = False  # missing key: _number reports it
-        # The judge writes mean null when none of its verdicts was valid. For an advisory rule that is a
-        # finding to show, not a file we cannot read; for a binding one it is exit 2 like any non-number.
-        mean = None if (no_score and not calibrated) else _number(judge, key, src, problems)
-        entry = _rule(f"judge_mean:{rubric}", f"{JUDGE_FILE}:{key}", mean, g.judge_min_mean, ">=", calibrated,
-                      f"{rubric}: tuned judge mean {'null (no valid verdict)' if no_score else _fmt(mean)} "
-                      f"< {g.judge_min_mean}")
-        if not calibrated:
-            entry["reason"] = advisory + ("" if entry["passed"] else f"; {entry['reason']}")
-        rules.append(entry)
-    # The rates say whether the judge's scores can be trusted at all. They bind always, or (the knob) only
-    # while the judge's scores bind: an uncalibrated judge is advisory already, its reliability with it.
-    rates_bind = g.judge_rates_binding == "always" or calibrated
-    for name, limit in (("invalid_rate", g.judge_max_invalid_rate), ("failure_rate", g.judge_max_failure_rate)):
-        rate = _number(judge, name, src, problems)
-        entry = _rule(f"judge_{name}", f"{JUDGE_FILE}:{name}", rate, limit, "<=", rates_bind,
-                      f"judge {name.replace('_', ' ')} {_fmt(rate)} > {limit}")
-        if not rates_bind:
-            entry["reason"] = advisory + ("" if entry["passed"] else f"; {entry['reason']}")
-        rules.append(entry)
+        if task.kind != cfg.kind(name):
+            problems.append(f"{src}: tasks.{name}.kind is {task.kind.value!r}, params make it "
+                            f"{cfg.kind(name)!r}")
+            continue
+        if name == cfg.domain_task:
+            rules += domain_rules(params, name, task)
+        elif task.kind is TaskKind.regression:
+            rules.append(regression_rule(params, name, task))
     return rules
 
 
-def evaluate(params: Params) -> dict:
+def judge_rules(params: Params, judge: JudgeSummary, src: str, problems: list[str]) -> list[GateRule]:
+    g, rules = params.gate, []
+    calibrated = judge.calibration.calibrated
+    advisory = f"advisory: judge not calibrated ({judge.calibration.reason or 'no reason given'})"
+    # A judge whose calls fail has not judged: could-not-judge, whatever its calibration says.
+    if judge.failure_rate > g.judge_max_failure_rate:
+        problems.append(f"{src}: judge failure_rate {judge.failure_rate:.3g} > gate.judge_max_failure_rate "
+                        f"{g.judge_max_failure_rate}: the judge could not judge (fix the endpoint and rerun)")
+    rules.append(_rule("judge_failure_rate", f"{JUDGE}:failure_rate", judge.failure_rate,
+                       g.judge_max_failure_rate, "<=", True,
+                       f"judge failure rate {_fmt(judge.failure_rate)} > {g.judge_max_failure_rate}"))
+    for rubric in [*params.judge.rubrics, *(r for r in judge.rubrics if r not in params.judge.rubrics)]:
+        if rubric not in judge.rubrics or rubric not in params.judge.rubrics:
+            problems.append(f"{src}: rubric {rubric!r} is in one of params judge.rubrics "
+                            f"({params.judge.rubrics}) and the metrics ({sorted(judge.rubrics)}) but not the other")
+            continue
+        mean = judge.rubrics[rubric].tuned.mean
+        if mean is None and calibrated:
+            problems.append(f"{src}: rubrics.{rubric}.tuned.mean is null but the judge is calibrated")
+        entry = _rule(f"judge_mean:{rubric}", f"{JUDGE}:rubrics.{rubric}.tuned.mean", mean, g.judge_min_mean,
+                      ">=", calibrated, f"{rubric}: tuned judge mean "
+                      f"{'null (no valid verdict)' if mean is None else _fmt(mean)} < {g.judge_min_mean}")
+        rules.append(entry)
+    entry = _rule("judge_invalid_rate", f"{JUDGE}:invalid_rate", judge.invalid_rate, g.judge_max_invalid_rate,
+                  "<=", calibrated, f"judge invalid rate {_fmt(judge.invalid_rate)} > {g.judge_max_invalid_rate}")
+    rules.append(entry)
+    if not calibrated:
+        rules = [r if r.binding else r.model_copy(update={
+            "reason": advisory + ("" if r.passed else f"; {r.reason}")}) for r in rules]
+    return rules
+
+
+def _load(path, model, adapter_sha: str | None, problems: list[str]) -> Any:
+    try:
+        data = read(path, model)
+    except ContractError as exc:
+        problems.append(str(exc))
+        return None
+    if adapter_sha is not None and data.adapter_sha256 != adapter_sha:
+        problems.append(f"{path}: stale, adapter_sha256 {str(data.adapter_sha256)[:12]} is not the current "
+                        f"adapter's {adapter_sha[:12]} (metrics older than the adapter they describe; rerun "
+                        "dvc repro)")
+    return data
+
+
+def evaluate(params: Params) -> GateReport:
     """The gate report (pure: reads the metrics files and the adapter, writes nothing)."""
-    paths, problems = params.paths, _Problems()
+    paths, problems = params.paths, []
     adapter_sha = sha256_tree(paths.adapter_dir) if paths.adapter_dir.is_dir() else None
     if adapter_sha is None:
         problems.append(f"{paths.adapter_dir}: adapter folder missing")
-    rules: list[dict] = []
-    for name, builder in ((EVAL_FILE, _eval_rules), (JUDGE_FILE, _judge_rules)):
-        path = paths.report(name)
-        data = _load(path, problems)
-        if data is None:
-            continue
-        claimed = data.get("adapter_sha256")
-        if adapter_sha is not None and claimed != adapter_sha:
-            problems.append(f"{path}: stale, adapter_sha256 {str(claimed)[:12]} is not the current adapter's "
-                            f"{adapter_sha[:12]} (metrics older than the adapter they describe; rerun dvc repro)")
-        rules.extend(builder(params, data, str(path), problems))
-    failed = [r for r in rules if r["binding"] and not r["passed"]]
-    verdict = "error" if problems else "fail" if failed else "pass"
-    return {"verdict": verdict, "exit_code": EXIT[verdict], "adapter_sha256": adapter_sha,
-            "rules": rules, "errors": list(problems),
-            "summary": summary({"verdict": verdict, "rules": rules, "errors": list(problems)})}
+    rules: list[GateRule] = []
+    compare = _load(paths.report(EVAL_COMPARE), EvalComparison, adapter_sha, problems)
+    if compare is not None:
+        rules += eval_rules(params, compare, str(paths.report(EVAL_COMPARE)), problems)
+    judge = _load(paths.report(JUDGE), JudgeSummary, adapter_sha, problems)
+    if judge is not None:
+        rules += judge_rules(params, judge, str(paths.report(JUDGE)), problems)
+    failed = [r for r in rules if r.binding and not r.passed]
+    verdict = Verdict.error if problems else Verdict.failed if failed else Verdict.passed
+    return GateReport(verdict=verdict, exit_code=verdict.exit_code, adapter_sha256=adapter_sha, rules=rules,
+                      errors=problems, summary=summary(verdict, rules, problems))
 
 
-def summary(report: dict) -> str:
+def summary(verdict: Verdict, rules: list[GateRule], errors: list[str]) -> str:
     """One line a human reads first: the verdict and what decided it."""
-    if report["verdict"] == "error":
-        return f"error: could not judge ({len(report['errors'])} problem(s)): {report['errors'][0]}"
-    failed = [r["reason"] for r in report["rules"] if r["binding"] and not r["passed"]]
+    if verdict is Verdict.error:
+        return f"error: could not judge ({len(errors)} problem(s)): {errors[0]}"
+    failed = [r.reason for r in rules if r.binding and not r.passed]
     if failed:
         return "fail: " + "; ".join(failed)
-    advisory = sum(1 for r in report["rules"] if not r["binding"])
-    return f"pass: {len(report['rules'])} rules ({advisory} advisory)"
+    advisory = sum(1 for r in rules if not r.binding)
+    return f"pass: {len(rules)} rules ({advisory} advisory)"
 
 
-def run(params: Params, no_fail: bool = False) -> dict:
+def run(params: Params, no_fail: bool = False) -> GateReport:
     """Evaluate the rules and write reports/gate.json atomically, whatever the verdict."""
     report = evaluate(params)
-    write_json(params.paths.report(GATE_FILE), report)
+    write(params.paths.report(GATE), report)
     from llmops.tracking import log_to_training_run
 
     try:  # MLflow only mirrors the verdict: a store hiccup must not turn "fail" into a crash or a pass
-        log_to_training_run(params.paths.reports, {"exit_code": report["exit_code"],
-                                                   "passed": int(report["verdict"] == "pass")}, "gate")
+        log_to_training_run(params.paths.reports, {"exit_code": report.exit_code,
+                                                   "passed": int(report.verdict is Verdict.passed)}, "gate")
     except Exception as exc:  # noqa: BLE001
         print(f"warning: gate verdict not mirrored to MLflow: {exc}")
     return report

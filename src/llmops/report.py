@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,151 @@ def _dvc_diff(kind: str, base_ref: str) -> str:
     return proc.stdout.strip() or f"No {kind} changed against `{base_ref}`."
 
 
+# ---------------------------------------------------------------- change vs noise against the base branch
+# Keys of `dvc metrics diff` that say how, not how well: hashes, timings, token and cache counters. They move on
+# every run, so they go in a collapsed block under the decision metrics.
+BOOKKEEPING = re.compile(r"sha256|runtime|timing|_s$|seconds|tokens|cache|calls|cost|per_s|memory|rss|peak|"
+                         r"environment|packages|threads|retries|experiment|run_id|n_items|steps_per|samples_per")
+DECISION_FILES = ("gate.json", "eval_compare.json", "judge.json", "train.json", "data.json")
+
+
+def _metrics_diff(base_ref: str) -> tuple[dict | None, str | None]:
+    try:
+        proc = subprocess.run(["dvc", "metrics", "diff", base_ref, "--json"], capture_output=True, text=True,
+                              timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{NA} (`dvc metrics diff` could not run: {exc})"
+    if proc.returncode:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"{NA} (`dvc metrics diff {base_ref}` failed: {_cell(why, 200)}){_ref_hint(base_ref)}"
+    try:
+        return json.loads(proc.stdout or "{}"), None
+    except json.JSONDecodeError as exc:
+        return None, f"{NA} (`dvc metrics diff` printed no JSON: {exc})"
+
+
+def _ref_hint(base_ref: str) -> str:
+    return (f". Is `{base_ref}` fetched? In CI check out with `fetch-depth: 0`; locally `git fetch origin`, or "
+            f"set LLMOPS_REPORT_BASE_REF / report.base_ref to a branch that exists here.")
+
+
+def metrics_diff_section(base_ref: str) -> str:
+    """Decision metrics first (scores, ratios, verdict); hashes, runtimes and counters collapsed below."""
+    diff, why = _metrics_diff(base_ref)
+    if diff is None:
+        return why or NA
+    decision, bookkeeping = [], []
+    order = {name: i for i, name in enumerate(DECISION_FILES)}
+    for path in sorted(diff, key=lambda p: (order.get(Path(p).name, len(order)), p)):
+        for key, change in sorted((diff[path] or {}).items()):
+            if not isinstance(change, dict):
+                continue
+            row = [f"{Path(path).name}:{key}", _g(change.get("old")), _g(change.get("new")), _g(change.get("diff"))]
+            (bookkeeping if BOOKKEEPING.search(key) else decision).append(row)
+    header = ["metric", base_ref, "this PR", "change"]
+    if not decision and not bookkeeping:
+        return f"No metric changed against `{base_ref}`."
+    out = [_table(header, decision) if decision else f"No decision metric changed against `{base_ref}`."]
+    if bookkeeping:
+        out += ["", f"<details><summary>{len(bookkeeping)} bookkeeping metrics changed (hashes, runtimes, "
+                    "tokens, cache counters)</summary>", "", _table(header, bookkeeping), "", "</details>"]
+    return "\n".join(out)
+
+
+def _base_ref_file(base_ref: str, path: Path) -> bytes:
+    """A DVC-tracked file as of base_ref, from the local DVC cache or the remote (dvc.api)."""
+    import dvc.api
+
+    with dvc.api.open(path.as_posix(), rev=base_ref, mode="rb") as fh:
+        return fh.read()
+
+
+def _scores(samples: dict[str, list[dict]], results: dict, task: str) -> dict[tuple, dict]:
+    from llmops.evaluate import leaves, per_sample_scores, primary_metric
+
+    out: dict[tuple, dict] = {}
+    for leaf in leaves(results, task):
+        metric, filt = primary_metric(results, leaf)
+        out.update(per_sample_scores(samples.get(leaf, []), leaf, metric, filt))
+    return out
+
+
+def _load_tuned_samples(params: Params, read) -> tuple[dict[str, list[dict]], dict]:
+    folder = params.paths.report("eval_samples") / "tuned"
+    results = json.loads(read(folder / "results.json"))
+    from llmops.evaluate import leaves
+
+    samples = {}
+    for leaf in (leaf for task in params.eval.tasks for leaf in leaves(results, task)):
+        text = read(folder / f"{leaf}.jsonl").decode("utf-8")
+        samples[leaf] = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return samples, results
+
+
+def _environment(path_text: str | None) -> str | None:
+    try:
+        env = json.loads(path_text or "").get("environment") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    from llmops.artifacts import numerics_path
+
+    return env.get("numerics_path") or (numerics_path(env) if env else None)
+
+
+def _git_show(base_ref: str, path: Path) -> str | None:
+    proc = subprocess.run(["git", "show", f"{base_ref}:{path.as_posix()}"], capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def vs_base_section(params: Params, base_ref: str) -> str:
+    """Per-item paired comparison of this PR's tuned model with the base branch's: change or noise."""
+    from llmops import stats
+
+    try:
+        ours, our_results = _load_tuned_samples(params, lambda p: p.read_bytes())
+    except (OSError, json.JSONDecodeError) as exc:
+        return f"{NA} (this run's tuned eval samples: {exc})"
+    try:
+        theirs, their_results = _load_tuned_samples(params, lambda p: _base_ref_file(base_ref, p))
+    except Exception as exc:  # dvc.api raises many kinds: missing rev, not in cache or remote, no remote
+        return (f"{NA}: the tuned eval samples of `{base_ref}` are neither in the local DVC cache nor in a "
+                f"DVC remote ({type(exc).__name__}: {_cell(exc, 160)}). Push them from the base branch "
+                "(`dvc push`, CI does on the default branch) to compare item by item.")
+    alpha = params.gate.alpha * 2  # the gate's one-sided alpha as a two-sided level
+    rows, notes = [], []
+    for task in params.eval.tasks:
+        a, b = _scores(theirs, their_results, task), _scores(ours, our_results, task)
+        keys = sorted(k for k in a.keys() & b.keys() if a[k]["doc_hash"] == b[k]["doc_hash"])
+        if len(keys) < max(len(a), len(b)):
+            notes.append(f"{task}: {max(len(a), len(b)) - len(keys)} items differ between the branches "
+                         f"(eval set changed); compared the {len(keys)} shared ones")
+        if not keys:
+            rows.append([task, 0, "-", "-", "-", "-", "no shared items"])
+            continue
+        row = stats.compare([a[k]["score"] for k in keys], [b[k]["score"] for k in keys],
+                            samples=params.eval.bootstrap_samples, seed=params.eval.seed)
+        verdict = "within noise" if row["p_value"] >= alpha else ("better" if row["delta"] > 0 else "worse")
+        moved = f"+{row['gained']} / -{row['lost']}" if row["binary"] else "-"
+        rows.append([task, row["n"], _f(row["base"]), _f(row["tuned"]),
+                     f"{row['delta']:+.3f} [{row['delta_ci'][0]:+.3f}, {row['delta_ci'][1]:+.3f}]", moved,
+                     f"p {row['p_value']:.2g}, {verdict}"])
+    lines = [f"The tuned model of this PR against the tuned model of `{base_ref}`, item by item (paired; "
+             f"two-sided p against {alpha:g}).", "",
+             _table(["task", "n", base_ref, "this PR", "delta [95% CI]", "gained / lost", "verdict"], rows)]
+    ours_env = _environment(params.paths.report("train_perf.json").read_text(encoding="utf-8")
+                            if params.paths.report("train_perf.json").is_file() else None)
+    theirs_env = _environment(_git_show(base_ref, params.paths.report("train_perf.json")))
+    if ours_env and theirs_env and ours_env != theirs_env:
+        lines += ["", f"⚠️ **Different hardware paths**: `{base_ref}` trained on `{theirs_env}`, this PR on "
+                      f"`{ours_env}`. Float rounding differs across CPU kernel paths, so a few items can move "
+                      "with no change to the code or data."]
+    elif not theirs_env:
+        lines += ["", f"The environment of `{base_ref}` is unknown (no environment record), so a hardware "
+                      "difference cannot be ruled out."]
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines)
+
+
 def gate_section(gate: dict | None, why: str | None) -> str:
     if gate is None:
         return f"**Verdict: not available** ({why}). Without a gate verdict nothing deploys."
@@ -98,9 +244,12 @@ def gate_section(gate: dict | None, why: str | None) -> str:
     lines = [f"**Verdict: {icon} {gate.get('verdict')}** (exit code {gate.get('exit_code')}; "
              f"adapter `{str(gate.get('adapter_sha256'))[:12]}`)", ""]
     rows = [["✅" if r.get("passed") else "❌" if r.get("binding") else "⚠️", r.get("rule"), "binding" if r.get("binding") else "advisory",
-             _g(r.get("observed")), f"{r.get('op')} {_g(r.get('threshold'))}", r.get("reason")]
+             _g(r.get("observed")), f"{r.get('op')} {_g(r.get('threshold'))}", r.get("reason"), r.get("detail")]
             for r in gate.get("rules", [])]
-    lines.append(_table(["", "rule", "kind", "observed", "threshold", "reason"], rows))
+    lines.append(_table(["", "rule", "kind", "observed", "threshold", "reason", "statistics"], rows))
+    lines += ["", "Eval rules are one-sided tests at the gate's alpha: `domain_gain` is the exact McNemar p of a "
+              "gain; `regression:*` is the lower confidence bound of tuned - base against minus the allowed "
+              "margin (non-inferiority). *one item* is what a single eval answer moves a task's score."]
     if gate.get("errors"):
         lines += ["", "**The gate could not judge:**", *[f"- {_cell(e, 500)}" for e in gate["errors"]]]
     return "\n".join(lines)
@@ -111,13 +260,36 @@ def tasks_section(compare: dict | None, why: str | None) -> str:
         return why or NA
     rows = []
     for name, t in (compare.get("tasks") or {}).items():
-        rows.append([name, t.get("kind"), t.get("metric"), t.get("n"), _f(t.get("base")), _f(t.get("tuned")),
-                     f"{_f(t.get('delta'))} {_ci(t.get('delta_ci'))}",
-                     f"{_f(t.get('ratio'))} {_ci(t.get('ratio_ci'))}", t.get("rule"),
-                     _f(t.get("p_value"), 4), t.get("test")])
-    return ("95% confidence intervals in brackets; the gate judges `regression` tasks on `rule`.\n\n"
-            + _table(["task", "kind", "metric", "n", "base", "tuned", "delta [CI]", "ratio [CI]", "rule",
-                      "p", "test"], rows))
+        n = t.get("n")
+        moved = f"+{t.get('gained')} / -{t.get('lost')}" if t.get("binary") else "-"
+        rows.append([name, t.get("kind"), t.get("metric"), n, _f(1 / n) if isinstance(n, int) and n else None,
+                     _f(t.get("base")), _f(t.get("tuned")), f"{_f(t.get('delta'))} {_ci(t.get('delta_ci'))}",
+                     f"{_f(t.get('ratio'))} {_ci(t.get('ratio_ci'))}", moved, _f(t.get("p_value"), 4),
+                     t.get("test")])
+    notes = []
+    for name, t in (compare.get("tasks") or {}).items():
+        b = t.get("baseline") or {}
+        if b:
+            notes.append(f"- {name}: input-blind baselines from the eval labels: chance {_f(b.get('chance'))} "
+                         f"({b.get('labels')} labels), majority class {_f(b.get('majority'))}; tuned "
+                         f"{_f(t.get('tuned'))} is {'above' if (t.get('tuned') or 0) > max(b.get('chance', 0), b.get('majority', 0)) else '**not above**'} both.")
+    for finding in degenerate_findings(compare):
+        notes.append(f"- ⚠️ **Degenerate output**: {finding}.")
+    return ("95% confidence intervals in brackets; p is two-sided (the gate runs its own one-sided tests); "
+            "*gained/lost* counts items only one model got right.\n\n"
+            + _table(["task", "kind", "metric", "n", "one item", "base", "tuned", "delta [CI]", "ratio [CI]",
+                      "gained / lost", "p", "test"], rows) + ("\n\n" + "\n".join(notes) if notes else ""))
+
+
+def degenerate_findings(compare: dict | None) -> list[str]:
+    """Plain-words findings about the tuned model's answers (all empty, all alike), per task."""
+    from llmops.schemas import ContractError, EvalComparison, validate
+
+    try:
+        parsed = validate(compare, EvalComparison, "eval_compare.json")
+    except ContractError:
+        return []
+    return [f"{name}: {finding}" for name, t in parsed.tasks.items() if (finding := t.degenerate())]
 
 
 def chart_section(compare: dict | None, why: str | None) -> str:
@@ -191,7 +363,10 @@ def data_section(data: dict | None, why: str | None) -> str:
                      ", ".join(f"{k}: {v}" for k, v in (s.get("labels") or {}).items())])
     return (_table(["split", "raw", "final", "duplicates", "too long", "truncated", "mean tokens", "max tokens",
                     "labels"], rows)
-            + f"\n\nTrain/eval leakage: {data.get('leaked')}; truncation policy: {data.get('truncation_policy')}.")
+            + f"\n\nTrain/eval leakage: {data.get('leaked')} pair(s) at or above the threshold"
+            + (f" (most similar pair {_f(leak.get('max_similarity'), 2)} vs threshold {_f(leak.get('threshold'), 2)})"
+               if (leak := data.get("leakage") or {}) else "")
+            + f"; truncation policy: {data.get('truncation_policy')}.")
 
 
 def runtime_section(reports: Path) -> str:
@@ -220,13 +395,15 @@ def build(params: Params, base_ref: str) -> str:
         MARKER, "# llmops report", "",
         f"Gate: **{(gate or {}).get('verdict', 'not available')}** · base ref `{base_ref}` · "
         f"MLflow run `{run_id or 'not available'}`"
-        + (f" (experiment {run.get('experiment_id')})" if run_id else ""), "", ""])
+        + (f" (experiment {run.get('experiment_id')})" if run_id else ""), "",
+        *[f"> ⚠️ **Degenerate output**: {finding}." for finding in degenerate_findings(compare)], ""])
     sections = [
         Section("Quality gate", gate_section(gate, gate_why), keep=100),
         Section("Base vs tuned per task", tasks_section(compare, compare_why), keep=90),
         Section("Chart", chart_section(compare, compare_why), keep=60),
         Section(f"Params diff against `{base_ref}`", _dvc_diff("params", base_ref), keep=80),
-        Section(f"Metrics diff against `{base_ref}`", _dvc_diff("metrics", base_ref), keep=70),
+        Section(f"Change or noise? Against `{base_ref}`", vs_base_section(params, base_ref), keep=85),
+        Section(f"Metrics diff against `{base_ref}`", metrics_diff_section(base_ref), keep=70),
         Section("LLM judge", judge_section(judge, judge_why), keep=50),
         Section(f"Worst-scored items (tuned, lowest {cfg.worst_items})",
                 worst_items_section(paths.report("judge_items.jsonl"), cfg.worst_items), keep=10),
