@@ -95,10 +95,16 @@ def gate(no_fail: bool = typer.Option(False, "--no-fail", help="always exit 0 (t
 
 @app.command()
 def report(base_ref: Optional[str] = typer.Option(None, help="git ref to diff against (default: "
-                                                   "$LLMOPS_REPORT_BASE_REF, then params report.base_ref)")) -> None:
+                                                   "$LLMOPS_REPORT_BASE_REF, then params report.base_ref)"),
+           failed: Optional[str] = typer.Option(None, help="CI step outcomes, e.g. 'repro=failure gate=skipped': "
+                                                "write the failure report instead (needs no valid params)"),
+           log: Optional[Path] = typer.Option(None, help="with --failed: the failed step's log (dvc repro output)")) -> None:
     """Write reports/report.md: gate table, per-task results, DVC params/metrics diffs, judge, data, runtime."""
     from llmops import report as stage
 
+    if failed is not None:  # the pipeline broke: params.yaml itself may be what is broken, so no load_params
+        print(json.dumps(stage.write_failure(Path("reports"), failed, log)))
+        return
     run_stage(stage.run, base_ref)
 
 
@@ -119,11 +125,15 @@ def comment(
 
 
 @app.command()
-def deploy() -> None:
-    """Register the gated adapter in the MLflow registry, smoke-test it, move the alias."""
+def deploy(version: Optional[str] = typer.Option(None, "--version", help="redeploy this registered version "
+                                                   "(smoke-tested again) instead of registering models/adapter")) -> None:
+    """Register the gated adapter (re-checking the gate rules) in the MLflow registry, smoke-test it, move the alias."""
     from llmops import deploy as stage
 
-    run_stage(stage.run)
+    if version:
+        run_stage(stage.redeploy, version)
+    else:
+        run_stage(stage.run)
 
 
 @app.command()
