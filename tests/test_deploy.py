@@ -289,6 +289,29 @@ def test_cli_deploy_with_real_smoke_test(tiny_workdir, in_copy_of):
     assert alias_version() == "1"
     assert float(client().get_model_version(NAME, "1").tags["smoke_latency_s"]) > 0
 
+    # the registry entry alone: an empty folder, no repo, no llmops; peft finds the base from adapter_config
+    empty = work.parent / "empty"
+    empty.mkdir()
+    code = f"""
+import os
+from pathlib import Path
+import mlflow
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoTokenizer
+os.chdir(Path(mlflow.artifacts.download_artifacts("models:/{NAME}@production", dst_path="v")))
+tok = AutoTokenizer.from_pretrained("base")
+model = AutoPeftModelForCausalLM.from_pretrained("adapter")
+ids = tok("Ticket: fiber cut at site B18", return_tensors="pt").input_ids
+out = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)
+print("GENERATED", out.shape[1] - ids.shape[1])
+"""
+    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=empty, env=clean, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GENERATED 6" in proc.stdout or "GENERATED" in proc.stdout and int(proc.stdout.split()[-1]) > 0
+    assert sorted(p.name for p in empty.iterdir()) == ["v"]
+
     # an impossible latency budget: the real smoke test fails, deploy exits non-zero, the alias stays
     raw = yaml.safe_load((work / "params.yaml").read_text())
     raw["deploy"]["smoke_max_latency_s"] = 1e-6
