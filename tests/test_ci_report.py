@@ -75,3 +75,28 @@ def test_simulator_refuses_what_it_does_not_know():
     with pytest.raises(ValueError, match="outside the simulated subset"):
         evaluate("fromJSON(github.event)[0]", {"github": Ctx({})})
     assert substitute("a=${{ steps.x.outcome }} b", {"steps": Ctx({"x": {"outcome": "failure"}})}) == "a=failure b"
+
+
+def test_simulator_implies_success_for_conditions_without_a_status_function(tmp_path):
+    import os
+
+    from workflow_sim import run_job
+
+    (tmp_path / "wf.yml").write_text("""
+on: push
+jobs:
+  j:
+    steps:
+      - id: a
+        run: echo "mode=remote" >> "$GITHUB_OUTPUT"; exit 1
+      - name: implied success
+        if: ${{ steps.a.outputs.mode == 'remote' }}
+        run: echo ran
+      - name: explicit failure
+        if: ${{ failure() && steps.a.outputs.mode == 'remote' }}
+        run: echo ran
+""")
+    github = {"event_name": "push", "ref": "refs/heads/main", "ref_name": "main", "repository": "a/b", "sha": "0"}
+    result = run_job(tmp_path / "wf.yml", "j", tmp_path, github=github, secrets={}, base_env=dict(os.environ),
+                     skip_ids={}, path_prepend=[])
+    assert [s.outcome for s in result.steps] == ["failure", "skipped", "success"]

@@ -168,6 +168,8 @@ def run_job(workflow: Path, job_name: str, workspace: Path, *, github: dict, sec
         name = raw.get("name") or raw.get("uses") or raw.get("run", "").splitlines()[0]
         sid = raw.get("id")
         cond = str(raw.get("if", "success()"))
+        if not re.search(r"\b(success|failure|cancelled|always)\(\)", cond):  # GitHub implies success() &&
+            cond = f"success() && ({cond.strip().removeprefix('${{').removesuffix('}}')})"
         if not evaluate(cond, contexts):
             result.steps.append(StepResult(name, "skipped", reason=f"if: {cond}"))
             if sid:
