@@ -248,11 +248,16 @@ def test_pr_changing_a_train_param_reruns_train_to_report_only(pr):
 
 
 def test_pr_changing_only_a_gate_threshold_reruns_gate_and_report_only(pr):
+    """Tightening domain_min above what the shrunk model scores: only gate and report rerun, and the new
+    threshold decides (the job goes red at its last step, after the report was written and summarised)."""
     ws, result = pr("pr-gate", lambda raw: raw["gate"].update(domain_min=0.01))
     st = record("remote: PR gate.domain_min", ws, result)
-    assert result.ok, explain(result)
     assert st["ran"] == ["gate", "report"]
     assert sorted(st["restored"] + st["unchanged"]) == sorted(set(STAGES) - {"gate", "report"})
+    assert result.outputs["gate_exit_code"] == "1"
+    assert [s.name for s in result.steps if s.outcome == "failure"] == [result.steps[-1].name]
+    report = (ws / "reports/report.md").read_text()
+    assert "Gate: **fail**" in report and "domain_min 0.01" in report and "Build: DVC remote" in report
 
 
 def test_fork_pr_without_secrets_rebuilds_labelled_and_a_failed_stage_is_reported(pr):

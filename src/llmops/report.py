@@ -312,7 +312,8 @@ def write_failure(reports: Path, outcomes: str, log_path: Path | None) -> dict:
               "No gate verdict: nothing was judged, and no results from an earlier run are shown.", "",
               "| step | outcome |", "|---|---|", *(f"| {n} | {o or 'not run'} |" for n, o in steps.items()), ""]
     if stage:
-        lines += [f"Stages before it: ran {', '.join(stages['ran']) or 'none'}; restored "
+        before = [s for s in stages["ran"] if s != stage]
+        lines += [f"Stages before it: ran {', '.join(before) or 'none'}; restored "
                   f"{', '.join(stages['restored']) or 'none'}; unchanged {', '.join(stages['unchanged']) or 'none'}.", ""]
     if errors:
         lines += ["Why:", "", *(f"> {_clip(e, 500)}" for e in errors[-5:]), ""]
