@@ -102,8 +102,14 @@ def report(base_ref: Optional[str] = typer.Option(None, help="git ref to diff ag
     """Write reports/report.md: gate table, per-task results, DVC params/metrics diffs, judge, data, runtime."""
     from llmops import report as stage
 
-    if failed is not None:  # the pipeline broke: params.yaml itself may be what is broken, so no load_params
-        print(json.dumps(stage.write_failure(Path("reports"), failed, log)))
+    if failed is not None:  # the pipeline broke: params.yaml itself may be what is broken
+        from llmops.config import load_params
+
+        try:
+            reports = load_params().paths.reports
+        except Exception:  # noqa: BLE001 - any config error: the default folder still gets the report
+            reports = Path("reports")
+        print(json.dumps(stage.write_failure(reports, failed, log)))
         return
     run_stage(stage.run, base_ref)
 
