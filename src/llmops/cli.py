@@ -136,7 +136,7 @@ def deploy(version: Optional[str] = typer.Option(None, "--version", help="redepl
     """Register the gated adapter (re-checking the gate rules) in the MLflow registry, smoke-test it, move the alias."""
     from llmops import deploy as stage
 
-    if version:
+    if version is not None:  # `--version ""` is a mistake, never a silent fresh deploy
         run_stage(stage.redeploy, version)
     else:
         run_stage(stage.run)
