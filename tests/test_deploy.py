@@ -27,9 +27,11 @@ from test_gate import compare_metrics, judge_metrics
 NAME = raw_params()["deploy"]["registry_name"]  # baked repos name it after their slug
 
 
-def ok_smoke(params, adapter_dir: Path) -> dict:
-    # The served folder is what the registry returns: it must hold the adapter and the model card.
-    assert (adapter_dir / "adapter_model.safetensors").is_file() and (adapter_dir / "README.md").is_file()
+def ok_smoke(params, version_dir: Path) -> dict:
+    # The folder is what models:/<name>@candidate returns, in an empty directory: adapter, card, base, manifest.
+    assert Path.cwd() != version_dir.parent and not (version_dir.parent / "params.yaml").exists()
+    assert (version_dir / "adapter/adapter_model.safetensors").is_file() and (version_dir / "adapter/README.md").is_file()
+    assert (version_dir / "base/model.safetensors").is_file() and (version_dir / deploy.MANIFEST).is_file()
     return {"ok": True, "latency_s": 0.01, "reason": "ok"}
 
 
@@ -48,11 +50,13 @@ def work(tmp_path, monkeypatch):
     work = make_workdir(tmp_path / "work", raw_params())
     monkeypatch.chdir(work)
     (work / "models/adapter").mkdir(parents=True)
-    (work / "models/adapter/adapter_config.json").write_text('{"r": 16}')
     (work / "models/adapter/README.md").write_text("peft placeholder card")
     (work / "models/base").mkdir(parents=True)
     (work / "models/base/identity.json").write_text(json.dumps(
-        {"model": "tiny", "revision": None, "weights_sha256": "w" * 64, "config_sha256": "c" * 64}))
+        {"model": "tiny", "source": "built", "path": "models/base", "revision": None, "weights_sha256": "w" * 64,
+         "config_sha256": "c" * 64}))
+    (work / "models/base/model.safetensors").write_text("base weights")
+    (work / "models/adapter/adapter_config.json").write_text('{"r": 16, "base_model_name_or_path": "models/base"}')
     (work / "data/prepared").mkdir(parents=True)
     (work / "data/prepared/train.jsonl").write_text('{"messages": []}\n')
     (work / "reports").mkdir()
@@ -90,10 +94,16 @@ def deploy_and_rollback_cycle(work: Path) -> None:
     assert mv.tags["data_sha256"] == sha256_tree(work / "data/prepared")
     assert (mv.tags["base_model"], mv.tags["base_weights_sha256"], mv.tags["smoke_test"]) == ("tiny", "w" * 64, "passed")
 
-    # what the registry hands out: the adapter with the model card as README (models/adapter itself untouched)
+    # what the registry hands out: adapter (card as README, config naming the bundled base), base, manifest
     got = Path(mlflow().artifacts.download_artifacts(f"models:/{NAME}@production", dst_path=str(work / "dl")))
-    assert (got / "adapter_model.safetensors").read_text() == "weights v1"
-    card = (got / "README.md").read_text()
+    assert (got / "adapter/adapter_model.safetensors").read_text() == "weights v1"
+    assert (got / "base/model.safetensors").read_text() == "base weights"
+    assert json.loads((got / "adapter/adapter_config.json").read_text())["base_model_name_or_path"] == "base"
+    manifest = json.loads((got / deploy.MANIFEST).read_text())
+    assert manifest["base"] == {"dir": "base", "source": "bundled", "sha256": sha256_tree(got / "base")}
+    loaded = deploy.load_version(got)
+    assert loaded.adapter_dir == got / "adapter" and json.loads(loaded.base_identity.read_text())["source"] == "built"
+    card = (got / "adapter/README.md").read_text()
     meta = front_matter(card)
     assert meta["library_name"] == "peft" and "lora" in meta["tags"]
     results = {r["dataset"]["name"]: r["metrics"] for r in meta["model-index"][0]["results"]}
@@ -131,13 +141,21 @@ def regate(work: Path, **judge_changes) -> None:
     gate.run(load_params())
 
 
+def hand_written_pass(w: Path) -> None:
+    """Failing metrics, and a gate.json edited by hand to say pass: deploy must believe the metrics."""
+    regate(w, failure_rate=0.9)
+    forged = json.loads((w / "reports/gate.json").read_text())
+    forged.update(verdict="pass", exit_code=0)
+    (w / "reports/gate.json").write_text(json.dumps(forged))
+
+
 @pytest.mark.parametrize("breakage, message", [
-    (lambda w: (w / "reports/gate.json").unlink(), "gate.json: missing"),
-    (lambda w: (w / "reports/gate.json").write_text("{"), "not valid JSON"),
+    (hand_written_pass, "re-evaluated from the metrics: verdict 'fail'.*gate.json says 'pass'"),
     (lambda w: regate(w, failure_rate=0.9), "verdict 'fail'"),
     (lambda w: regate(w, calibration=None), "verdict 'error'"),
     (lambda w: (w / "models/adapter/adapter_model.safetensors").write_text("retrained, not gated"),
-     "is not the current adapter"),
+     "verdict 'error'.*not the current adapter"),
+    (lambda w: shutil.rmtree(w / "models/adapter"), "adapter folder missing"),
 ])
 def test_deploy_refuses_without_a_passing_gate_for_this_adapter(work, breakage, message):
     breakage(work)
@@ -162,6 +180,46 @@ def test_failed_smoke_test_keeps_the_alias(work):
 def test_rollback_without_deployments_is_an_error(work):
     with pytest.raises(StageError, match="no version with alias 'production'"):
         deploy.rollback(load_params())
+
+
+def test_deploy_refuses_without_a_real_tracking_uri(work, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with pytest.raises(StageError, match="no MLflow tracking URI"):
+        deploy.run(load_params(), smoke=ok_smoke)
+    assert not (work / "mlflow.db").exists()  # nothing was registered into a default local store
+    # under GitHub Actions a store on the runner's disk is refused too: it is deleted with the runner
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    for call in (lambda: deploy.run(load_params(), smoke=ok_smoke), lambda: deploy.rollback(load_params()),
+                 lambda: deploy.redeploy(load_params(), "1", smoke=ok_smoke)):
+        with pytest.raises(StageError, match="sqlite store on the runner's disk"):
+            call()
+    # the CLI: exit 1, one clear line, no traceback
+    env = offline_env(work, GITHUB_ACTIONS="true")
+    del env["MLFLOW_TRACKING_URI"]
+    proc = subprocess.run(["llmops", "deploy"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "no MLflow tracking URI" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_redeploy_a_given_version_then_rollback(work):
+    deploy.run(load_params(), smoke=ok_smoke)
+    retrain_and_gate(work, "weights v2")
+    deploy.run(load_params(), smoke=ok_smoke)
+    assert alias_version() == "2"
+    out = deploy.redeploy(load_params(), "1", smoke=ok_smoke)
+    assert (out["version"], out["previous_version"]) == ("1", "2")
+    assert alias_version() == "1" and alias_version("previous-production") == "2"
+    assert deploy.rollback(load_params())["to_version"] == "2"  # one step back = where redeploy came from
+    assert alias_version() == "2"
+    with pytest.raises(StageError, match="no version '9'"):
+        deploy.redeploy(load_params(), "9", smoke=ok_smoke)
+
+    def broken(params, version_dir):
+        raise RuntimeError("cannot load base")
+
+    with pytest.raises(StageError, match="smoke test of .* version 1 failed .*cannot load base"):
+        deploy.redeploy(load_params(), "1", smoke=broken)
+    assert alias_version() == "2"
 
 
 def free_port() -> int:
@@ -230,6 +288,29 @@ def test_cli_deploy_with_real_smoke_test(tiny_workdir, in_copy_of):
     assert result["smoke_test"]["ok"] and 0 < result["smoke_test"]["latency_s"] < 60
     assert alias_version() == "1"
     assert float(client().get_model_version(NAME, "1").tags["smoke_latency_s"]) > 0
+
+    # the registry entry alone: an empty folder, no repo, no llmops; peft finds the base from adapter_config
+    empty = work.parent / "empty"
+    empty.mkdir()
+    code = f"""
+import os
+from pathlib import Path
+import mlflow
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoTokenizer
+os.chdir(Path(mlflow.artifacts.download_artifacts("models:/{NAME}@production", dst_path="v")))
+tok = AutoTokenizer.from_pretrained("base")
+model = AutoPeftModelForCausalLM.from_pretrained("adapter")
+ids = tok("Ticket: fiber cut at site B18", return_tensors="pt").input_ids
+out = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)
+print("GENERATED", out.shape[1] - ids.shape[1])
+"""
+    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=empty, env=clean, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GENERATED 6" in proc.stdout or "GENERATED" in proc.stdout and int(proc.stdout.split()[-1]) > 0
+    assert sorted(p.name for p in empty.iterdir()) == ["v"]
 
     # an impossible latency budget: the real smoke test fails, deploy exits non-zero, the alias stays
     raw = yaml.safe_load((work / "params.yaml").read_text())

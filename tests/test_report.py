@@ -278,7 +278,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path != "/repos/acme/llm/issues/7/comments":
             return self._send(404, {"message": "Not Found"})
-        new = {"id": 1000 + len(self.server.comments), "body": self._body()["body"]}
+        new = {"id": 1000 + len(self.server.comments), "body": self._body()["body"],
+               "user": {"login": "github-actions[bot]", "type": "Bot"}}  # who GITHUB_TOKEN writes as
         new["html_url"] = f"https://gh/c/{new['id']}"
         self.server.comments.append(new)
         self._send(201, new)

@@ -83,28 +83,43 @@ def test_only_the_comment_job_may_write_to_the_pr():
     writers = [n for n, j in jobs.items() if j["permissions"].get("pull-requests") == "write"]
     assert writers == ["comment"]
     comment = jobs["comment"]
-    # it runs no pipeline code: no install, no dvc, no llmops CLI; only the stdlib comment module
+    # it runs no code from the PR: the base branch's commit is checked out, nothing installed, stdlib only
+    assert steps(comment)[0]["with"]["ref"] == "${{ github.event.pull_request.base.sha }}"
     runs = " ".join(s.get("run", "") for s in steps(comment))
     assert "make install" not in runs and "dvc" not in runs and "python3 -m llmops.github" in runs
     assert "head.repo.full_name == github.repository" in comment["if"]
 
 
-def test_pipeline_job_reproduces_gates_reports_and_uploads():
+def secret_refs(step: dict) -> set[str]:
+    return set(re.findall(r"secrets\.(\w+)", yaml.safe_dump(step)))
+
+
+def test_pipeline_job_builds_what_is_missing_and_pushes_in_remote_mode():
     wf = load("pipeline.yml")
-    assert "pull_request" in wf["on"]
+    assert "pull_request" in wf["on"] and wf["defaults"]["run"]["shell"] == "bash"  # -eo pipefail
     job = wf["jobs"]["pipeline"]
-    checkout = steps(job)[0]
+    checkout, setup = steps(job)[:2]
     assert checkout["with"]["fetch-depth"] == 0
-    runs = [s.get("run", "") for s in steps(job)]
-    joined = "\n".join(runs)
-    assert "make install" in joined
-    assert 'if [ -n "$(dvc remote list)" ]' in joined and "dvc pull" in joined
-    assert "dvc repro --pull --allow-missing" in joined
-    order = [next(i for i, r in enumerate(runs) if needle in r)
-             for needle in ("make install", "dvc repro", "llmops gate", "llmops report")]
+    assert setup["with"]["cache"] == "pip" and setup["with"]["cache-dependency-path"] == "pyproject.toml"
+    by_id = {s["id"]: s for s in steps(job) if "id" in s}
+    joined = "\n".join(s.get("run", "") for s in steps(job))
+    assert "--allow-missing" not in joined  # outputs absent means build them, never "skip"
+    assert "dvc repro --pull" in by_id["repro"]["run"] and "dvc repro 2>&1" in by_id["repro"]["run"]
+    assert "dvc push --run-cache" in by_id["push"]["run"] and "llmops.ci publish" in by_id["push"]["run"]
+    assert by_id["push"]["if"] == "${{ steps.mode.outputs.mode == 'remote' }}"
+    assert "rm -f reports/report.md" in by_id["mode"]["run"]  # the committed report never reaches the PR
+    # secrets: never in the install step nor at job/workflow level; the mode step only learns whether one is set
+    assert "env" not in job and "secrets" not in yaml.safe_dump(wf.get("env"))
+    assert not secret_refs(by_id["install"]) and by_id["install"].get("env") is None
+    assert by_id["mode"]["env"] == {"HAS_CREDENTIALS": "${{ secrets.AWS_ACCESS_KEY_ID != '' }}"}
+    assert {n for s in steps(job) for n in secret_refs(s)} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    order = [next(i for i, s in enumerate(steps(job)) if s.get("id") == k)
+             for k in ("install", "mode", "repro", "push", "gate", "report")]
     assert order == sorted(order)
+    failure = next(s for s in steps(job) if s.get("if") == "${{ failure() }}")
+    assert "llmops report --failed" in failure["run"] and "steps.repro.outcome" in failure["env"]["OUTCOMES"]
     uploads = [s for s in steps(job) if s.get("uses", "").startswith("actions/upload-artifact@")]
-    assert any(s["with"]["path"].strip() == "reports/" for s in uploads)
+    assert any(s["with"]["path"].strip() == "reports/" and s["if"] == "${{ !cancelled() }}" for s in uploads)
     # the job fails when the gate did not exit 0 (after the report was written and uploaded)
     last = steps(job)[-1]
     assert last["env"]["GATE_EXIT_CODE"] == "${{ steps.gate.outputs.exit_code }}" and 'test "$GATE_EXIT_CODE" = "0"' in last["run"]
@@ -122,8 +137,21 @@ def test_deploy_needs_the_gate_runs_on_default_branch_in_production():
     assert "needs.pipeline.outputs.gate_exit_code == '0'" in cond
     # no always()/failure()/cancelled(): a failed (gate != 0) pipeline job skips deploy
     assert not re.search(r"always\(\)|failure\(\)|cancelled\(\)", cond)
-    runs = [s.get("run", "") for s in steps(deploy)]
-    gate_at = next(i for i, r in enumerate(runs) if r.strip() == "llmops gate")
-    deploy_at = next(i for i, r in enumerate(runs) if "llmops deploy" in r)
-    assert gate_at < deploy_at  # re-checked on exactly the files it ships
-    assert deploy["permissions"] == {"contents": "read"}
+    assert deploy["permissions"] == {"contents": "read"} and "env" not in deploy
+    # the MLflow secrets reach the deploy step only (which re-evaluates the gate rules itself), not the install
+    with_secrets = [s for s in steps(deploy) if secret_refs(s)]
+    assert len(with_secrets) == 1 and with_secrets[0]["run"].strip() == "llmops deploy"
+    assert secret_refs(with_secrets[0]) == {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+
+
+def test_rollback_and_redeploy_from_the_actions_tab():
+    wf = load("pipeline.yml")
+    inputs = wf["on"]["workflow_dispatch"]["inputs"]
+    assert inputs["action"]["options"] == ["rollback", "redeploy"] and inputs["version"]["type"] == "string"
+    job = wf["jobs"]["registry"]
+    assert job["environment"] == "production" and "github.event_name == 'workflow_dispatch'" in job["if"]
+    assert wf["jobs"]["pipeline"]["if"] == "${{ github.event_name != 'workflow_dispatch' }}"
+    last = steps(job)[-1]
+    assert last["env"]["ACTION"] == "${{ inputs.action }}" and last["env"]["VERSION"] == "${{ inputs.version }}"
+    assert "llmops rollback" in last["run"] and 'llmops deploy --version "$VERSION"' in last["run"]
+    assert [s for s in steps(job) if secret_refs(s)] == [last]

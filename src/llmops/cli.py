@@ -113,10 +113,22 @@ def gate(no_fail: bool = typer.Option(False, "--no-fail", help="always exit 0 (t
 
 @app.command()
 def report(base_ref: Optional[str] = typer.Option(None, help="git ref to diff against (default: "
-                                                   "$LLMOPS_REPORT_BASE_REF, then params report.base_ref)")) -> None:
+                                                   "$LLMOPS_REPORT_BASE_REF, then params report.base_ref)"),
+           failed: Optional[str] = typer.Option(None, help="CI step outcomes, e.g. 'repro=failure gate=skipped': "
+                                                "write the failure report instead (needs no valid params)"),
+           log: Optional[Path] = typer.Option(None, help="with --failed: the failed step's log (dvc repro output)")) -> None:
     """Write reports/report.md: gate table, per-task results, DVC params/metrics diffs, judge, data, runtime."""
     from llmops import report as stage
 
+    if failed is not None:  # the pipeline broke: params.yaml itself may be what is broken
+        from llmops.config import load_params
+
+        try:
+            reports = load_params().paths.reports
+        except Exception:  # noqa: BLE001 - any config error: the default folder still gets the report
+            reports = Path("reports")
+        print(json.dumps(stage.write_failure(reports, failed, log)))
+        return
     run_stage(stage.run, base_ref)
 
 
@@ -137,11 +149,15 @@ def comment(
 
 
 @app.command()
-def deploy() -> None:
-    """Register the gated adapter in the MLflow registry, smoke-test it, move the alias."""
+def deploy(version: Optional[str] = typer.Option(None, "--version", help="redeploy this registered version "
+                                                   "(smoke-tested again) instead of registering models/adapter")) -> None:
+    """Register the gated adapter (re-checking the gate rules) in the MLflow registry, smoke-test it, move the alias."""
     from llmops import deploy as stage
 
-    run_stage(stage.run)
+    if version is not None:  # `--version ""` is a mistake, never a silent fresh deploy
+        run_stage(stage.redeploy, version)
+    else:
+        run_stage(stage.run)
 
 
 @app.command()

@@ -1,26 +1,34 @@
 """`llmops deploy` / `llmops rollback`: ship the gated adapter to the MLflow model registry, or step back.
 
-Run:  llmops deploy     (needs reports/gate.json: verdict pass, exit 0, for this exact adapter)
-      llmops rollback   (moves the alias back to the version that held it before the last deploy)
-Store: MLFLOW_TRACKING_URI (a `mlflow server`, Databricks, ...) or the repository's sqlite:///mlflow.db.
+Run:  llmops deploy                 (re-evaluates the gate rules from reports/*.json for the current adapter)
+      llmops deploy --version 3     (redeploy: point the alias at an earlier, smoke-tested, gated version)
+      llmops rollback               (moves the alias back to the version that held it before the last deploy)
+Store: MLFLOW_TRACKING_URI (a `mlflow server`, Databricks, ...) or params `tracking.uri`. Deploy refuses to run
+without one, and under GitHub Actions refuses a store on the runner's disk (sqlite:, file:): it is thrown away.
 
 deploy:
-  1. refuses unless reports/gate.json passed for sha256_tree(models/adapter) (the gate is the only door);
+  1. re-evaluates the gate rules (gate.evaluate) from the metrics for sha256_tree(models/adapter): a
+     hand-written reports/gate.json cannot make a failing model pass;
   2. writes a Hugging Face model card (YAML metadata, model-index with the eval metrics, data, params,
-     lineage, limitations) into the registered copy of the adapter, where peft's placeholder README was,
-     and to reports/model_card.md. models/adapter itself is not touched: it is train's DVC output and its
-     content hash is what the gate and the evals vouch for;
-  3. logs the adapter + card + the metrics files as one MLflow run and registers a new model version
+     lineage, limitations) into the registered copy, and to reports/model_card.md. models/adapter itself is
+     not touched: it is train's DVC output and its content hash is what the gate and the evals vouch for;
+  3. registers a self-sufficient version (one MLflow run artifact folder `model/`):
+       adapter/              the LoRA adapter; adapter_config.json names the base as below
+       base/identity.json    the base's identity (hub id + pinned revision, or the built/local base's hashes)
+       base/*                for a built (tiny) or local base: the weights and tokenizer themselves
+       llmops_model.json     manifest: what loads the version (see `load_version`)
      tagged with git sha, params hash, data hash, adapter sha, base model identity and gate verdict;
-  4. smoke test: serves the registered artifact (llmops.serve.running_server), one chat request to
-     "tuned", latency <= deploy.smoke_max_latency_s; only then moves the alias (deploy.alias). A failed
-     smoke test leaves the alias where it was and exits non-zero.
+  4. smoke test: alias `candidate` -> the new version; `models:/<name>@candidate` is downloaded into an empty
+     folder and served from there (no repo files), one chat request to "tuned", latency <=
+     deploy.smoke_max_latency_s; only then does deploy.alias move. A failed smoke test leaves the alias
+     where it was and exits non-zero.
 The previous alias holder is kept as the new version's tag `previous_version` and alias `previous-<alias>`:
 rollback follows that chain one step per call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,7 +38,9 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 
@@ -40,29 +50,53 @@ from llmops.errors import StageError
 from llmops.tracking import mlflow
 
 PREVIOUS_TAG = "previous_version"
+CANDIDATE = "candidate"  # the alias the smoke test loads before deploy.alias moves
+MANIFEST = "llmops_model.json"
 SmokeTest = Callable[[Params, Path], dict]
 
 
+def require_tracking_uri(params: Params) -> str:
+    """The registry's URI, or StageError: never a throwaway default store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+    if not uri:
+        raise StageError("no MLflow tracking URI: set MLFLOW_TRACKING_URI (in CI: the `production` environment's "
+                         "secret) or params.yaml tracking.uri; deploy never registers into a default local store")
+    scheme = urlparse(uri).scheme
+    if os.environ.get("GITHUB_ACTIONS") == "true" and scheme in ("", "file", "sqlite"):
+        raise StageError(f"MLFLOW_TRACKING_URI is a {scheme or 'file'} store on the runner's disk, deleted when the "
+                         f"job ends; set the `production` environment's MLFLOW_TRACKING_URI secret to a "
+                         f"`mlflow server` or Databricks URL")
+    return uri
+
+
 def check_gate(params: Params) -> dict:
-    """The passing gate report for the current adapter, or StageError saying why deploy refuses."""
-    path, adapter = params.paths.report("gate.json"), params.paths.adapter_dir
-    if not path.is_file():
-        raise StageError(f"{path}: missing; run `llmops gate` first (deploy ships only a gated adapter)")
-    try:
-        gate = read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path}: not valid JSON ({exc}); refusing to deploy") from None
-    if not isinstance(gate, dict) or gate.get("verdict") != "pass" or gate.get("exit_code") != 0:
-        verdict = gate.get("verdict") if isinstance(gate, dict) else None
-        raise StageError(f"{path}: verdict {verdict!r} (exit_code {gate.get('exit_code') if isinstance(gate, dict) else None}), "
-                         f"not a pass; refusing to deploy")
+    """The gate rules, re-evaluated here from the metrics for the current adapter; StageError unless they pass.
+
+    reports/gate.json is only compared, never trusted: it is a file anyone can write."""
+    from llmops import gate as gate_mod
+
+    adapter = params.paths.adapter_dir
     if not adapter.is_dir():
         raise StageError(f"{adapter}: adapter folder missing; refusing to deploy")
+    fresh = gate_mod.evaluate(params)
+    if hasattr(fresh, "model_dump"):
+        fresh = fresh.model_dump(mode="json")
+    fresh = dict(fresh)
+    recorded = _optional_json(params.paths.report("gate.json"))
+    said = recorded.get("verdict") if isinstance(recorded, dict) else None
+    if fresh.get("verdict") != "pass" or fresh.get("exit_code") != 0:
+        why = "; ".join([*(str(e) for e in fresh.get("errors") or []),
+                         *(str(r.get("reason") or r.get("rule")) for r in fresh.get("rules") or []
+                           if isinstance(r, dict) and r.get("binding") and not r.get("passed"))][:5])
+        raise StageError(f"gate rules re-evaluated from the metrics: verdict {fresh.get('verdict')!r} "
+                         f"(exit_code {fresh.get('exit_code')})" + (f": {why}" if why else "")
+                         + (f"; reports/gate.json says {said!r}" if said and said != fresh.get("verdict") else "")
+                         + "; refusing to deploy")
     current = sha256_tree(adapter)
-    if gate.get("adapter_sha256") != current:
-        raise StageError(f"{path}: gated adapter {str(gate.get('adapter_sha256'))[:12]} is not the current adapter "
-                         f"{current[:12]} (gate older than the adapter); rerun the gate; refusing to deploy")
-    return gate
+    if fresh.get("adapter_sha256") not in (None, current):
+        raise StageError(f"gate evaluated adapter {str(fresh.get('adapter_sha256'))[:12]}, not the current adapter "
+                         f"{current[:12]}; refusing to deploy")
+    return fresh
 
 
 def _git(*args: str) -> str | None:
@@ -163,12 +197,23 @@ def model_card(params: Params, lin: dict, gate: dict) -> str:
         "", "## Usage", "", "```python",
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM",
-        f"base = AutoModelForCausalLM.from_pretrained({(base if base != 'tiny' else 'path/to/models/base')!r})",
-        "model = PeftModel.from_pretrained(base, 'path/to/this/adapter')", "```", ""])
+        f"base = AutoModelForCausalLM.from_pretrained({(base if base != 'tiny' else 'base')!r})  # in the version folder",
+        "model = PeftModel.from_pretrained(base, 'adapter')", "```", ""])
 
 
-def smoke_test(params: Params, adapter_dir: Path) -> dict:
-    """Serve the adapter (llmops.serve), send one chat request to "tuned", check the answer and latency."""
+def load_version(version_dir: Path) -> SimpleNamespace:
+    """What a downloaded registry version serves from: base (path or hub id + revision) and the adapter.
+
+    Needs nothing but the folder (and, for a hub base, the hub or its cache): no repo, no params.yaml."""
+    manifest = read_json(version_dir / MANIFEST)
+    base_dir = version_dir / manifest["base"]["dir"]
+    return SimpleNamespace(base_identity=base_dir / "identity.json", base_dir=base_dir,
+                           adapter_dir=version_dir / manifest["adapter"]["dir"], manifest=manifest)
+
+
+def smoke_test(params: Params, version_dir: Path) -> dict:
+    """Serve a downloaded registry version from its own folder (cwd = that folder's empty parent), send one
+    chat request to "tuned", check the answer and latency."""
     from llmops.serve import running_server  # the judge's OpenAI-compatible server
 
     messages = [{"role": "user", "content": "Smoke test: a fiber cut isolated site B18."}]
@@ -178,7 +223,8 @@ def smoke_test(params: Params, adapter_dir: Path) -> dict:
             messages = json.loads(first[0]).get("messages") or messages
     body = json.dumps({"model": "tuned", "messages": messages, "max_tokens": params.deploy.smoke_max_tokens,
                        "temperature": 0}).encode()
-    with running_server(params.paths, adapter_dir) as url:
+    version = load_version(version_dir)
+    with contextlib.chdir(version_dir.parent), running_server(version, version.adapter_dir) as url:
         req = urllib.request.Request(f"{url}/chat/completions", data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
         start = time.perf_counter()
@@ -194,15 +240,63 @@ def smoke_test(params: Params, adapter_dir: Path) -> dict:
             "answer": (content or "")[:200]}
 
 
-def _stage_adapter(params: Params, card: str, dest: Path) -> Path:
-    """A copy of the adapter with the model card as its README.md (replacing peft's placeholder)."""
-    staged = dest / "adapter"
+def _stage_version(params: Params, card: str, dest: Path) -> Path:
+    """The registered folder: adapter (card as README.md, config naming the base), base, manifest."""
+    root = dest / "model"
+    staged = root / "adapter"
     shutil.copytree(params.paths.adapter_dir, staged)
     (staged / "README.md").write_text(card, encoding="utf-8")
-    return staged
+    (root / "README.md").write_text(card, encoding="utf-8")
+    identity = read_json(params.paths.base_identity)
+    base = root / "base"
+    if identity.get("source") == "hub":  # the hub pins it: id + commit, no weights copied
+        base.mkdir(parents=True)
+        base_entry = {"dir": "base", "source": "hub", "id": identity["path"], "revision": identity.get("revision")}
+        base_ref, revision = identity["path"], identity.get("revision")
+    else:  # built (tiny) or a local folder: the weights travel with the version, hashed
+        src = params.paths.base_dir if identity.get("source") == "built" else Path(identity["path"])
+        shutil.copytree(src, base, ignore=shutil.ignore_patterns("identity.json"))
+        identity = {**identity, "source": "built", "path": "base"}  # served from the version's own folder
+        base_entry = {"dir": "base", "source": "bundled"}
+        base_ref, revision = "base", None
+    (base / "identity.json").write_text(json.dumps(identity, indent=2, sort_keys=True), encoding="utf-8")
+    if base_entry["source"] == "bundled":  # what a download must hash to (identity.json included)
+        base_entry["sha256"] = sha256_tree(base)
+    config_path = staged / "adapter_config.json"
+    if config_path.is_file():  # peft reads the base from here (AutoPeftModel): a repo path means nothing elsewhere
+        config = json.loads(config_path.read_text())
+        config.update(base_model_name_or_path=base_ref, revision=revision)
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+    manifest = {"format": 1, "adapter": {"dir": "adapter", "sha256_gated": sha256_tree(params.paths.adapter_dir)},
+                "base": base_entry,
+                "load": "cd <this folder>; base = AutoModelForCausalLM.from_pretrained(base id or 'base', revision=...);"
+                        " PeftModel.from_pretrained(base, 'adapter')  (or llmops.deploy.load_version)"}
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    return root
+
+
+def _download(ml, uri: str, empty: Path) -> Path:
+    """`models:/...` into an empty folder; the folder that holds the manifest."""
+    got = Path(ml.artifacts.download_artifacts(uri, dst_path=str(empty)))
+    return got if (got / MANIFEST).is_file() else next(p.parent for p in got.rglob(MANIFEST))
+
+
+def _smoke_from_registry(ml, params: Params, uri: str, smoke: SmokeTest) -> dict:
+    with tempfile.TemporaryDirectory(prefix="llmops-smoke-") as tmp:
+        try:
+            return smoke(params, _download(ml, uri, Path(tmp)))
+        except Exception as exc:  # noqa: BLE001 - any failure to load or serve is a failed smoke test
+            return {"ok": False, "latency_s": None, "reason": f"{type(exc).__name__}: {exc}"}
+
+
+def _move_alias(client, name: str, alias: str, version: str, previous: str | None) -> None:
+    client.set_registered_model_alias(name, alias, version)
+    if previous and previous != version:
+        client.set_registered_model_alias(name, f"previous-{alias}", previous)
 
 
 def run(params: Params, smoke: SmokeTest | None = None) -> dict:
+    require_tracking_uri(params)
     gate = check_gate(params)
     smoke = smoke or smoke_test
     lin = lineage(params)
@@ -222,9 +316,11 @@ def run(params: Params, smoke: SmokeTest | None = None) -> dict:
     run_id = run_.info.run_id
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            staged = _stage_adapter(params, card, Path(tmp))
-            client.log_artifacts(run_id, str(staged), "adapter")
-            for report in ("gate.json", "eval_compare.json", "judge.json", "data.json", "model_card.md"):
+            staged = _stage_version(params, card, Path(tmp))
+            client.log_artifacts(run_id, str(staged), "model")
+            write_text(Path(tmp) / "gate.json", json.dumps(gate, indent=2, sort_keys=True, default=str))
+            client.log_artifact(run_id, str(Path(tmp) / "gate.json"), "reports")  # the re-evaluated verdict
+            for report in ("eval_compare.json", "judge.json", "data.json", "model_card.md"):
                 if params.paths.report(report).is_file():
                     client.log_artifact(run_id, str(params.paths.report(report)), "reports")
             client.log_dict(run_id, lin, "lineage.json")
@@ -237,15 +333,12 @@ def run(params: Params, smoke: SmokeTest | None = None) -> dict:
         except Exception:  # noqa: BLE001 - no version holds the alias yet
             previous = None
         version = str(client.create_model_version(
-            name, source=f"runs:/{run_id}/adapter", run_id=run_id, description=card.split("\n---\n", 1)[-1][:5000],
+            name, source=f"runs:/{run_id}/model", run_id=run_id, description=card.split("\n---\n", 1)[-1][:5000],
             tags={**tags, **({PREVIOUS_TAG: previous} if previous else {})}).version)
-        with tempfile.TemporaryDirectory() as tmp:
-            # Smoke-test what the registry now serves, not the local folder: catches a broken upload too.
-            served = Path(ml.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=tmp))
-            try:
-                result = smoke(params, served)
-            except Exception as exc:  # noqa: BLE001 - any failure to serve is a failed smoke test
-                result = {"ok": False, "latency_s": None, "reason": f"{type(exc).__name__}: {exc}"}
+        # Smoke-test what the registry now serves, by alias, in an empty folder: catches a broken upload, a
+        # version that needs the repo, and a missing base.
+        client.set_registered_model_alias(name, CANDIDATE, version)
+        result = _smoke_from_registry(ml, params, f"models:/{name}@{CANDIDATE}", smoke)
         client.set_model_version_tag(name, version, "smoke_test", "passed" if result["ok"] else "failed")
         if result.get("latency_s") is not None:
             client.set_model_version_tag(name, version, "smoke_latency_s", str(result["latency_s"]))
@@ -254,9 +347,7 @@ def run(params: Params, smoke: SmokeTest | None = None) -> dict:
             client.set_terminated(run_id, "FAILED")
             raise StageError(f"smoke test of {name} version {version} failed ({result['reason']}); "
                              f"alias {alias!r} left on version {previous}")
-        client.set_registered_model_alias(name, alias, version)
-        if previous:
-            client.set_registered_model_alias(name, f"previous-{alias}", previous)
+        _move_alias(client, name, alias, version, previous)
         client.set_terminated(run_id, "FINISHED")
     except StageError:
         raise
@@ -264,11 +355,41 @@ def run(params: Params, smoke: SmokeTest | None = None) -> dict:
         client.set_terminated(run_id, "FAILED")
         raise
     return {"registered_model": name, "version": version, "alias": alias, "previous_version": previous,
-            "run_id": run_id, "smoke_test": result, "tracking_uri": ml.get_tracking_uri(), **tags}
+            "run_id": run_id, "smoke_test": result, "tracking_uri_scheme": urlparse(ml.get_tracking_uri()).scheme,
+            **tags}
+
+
+def redeploy(params: Params, version: str, smoke: SmokeTest | None = None) -> dict:
+    """Point the alias at an earlier version (gated and smoke-tested when registered), after a new smoke test."""
+    require_tracking_uri(params)
+    name, alias = params.deploy.registry_name, params.deploy.alias
+    ml = mlflow()
+    client = ml.MlflowClient()
+    try:
+        mv = client.get_model_version(name, str(version))
+    except Exception:  # noqa: BLE001 - RESOURCE_DOES_NOT_EXIST
+        raise StageError(f"registered model {name!r} has no version {version!r}; see the registry for versions") from None
+    if mv.tags.get("gate_verdict") != "pass" or mv.tags.get("smoke_test") != "passed":
+        raise StageError(f"{name} version {version}: gate {mv.tags.get('gate_verdict')!r}, smoke test "
+                         f"{mv.tags.get('smoke_test')!r}; only a gated, smoke-tested version is redeployed")
+    try:
+        previous = str(client.get_model_version_by_alias(name, alias).version)
+    except Exception:  # noqa: BLE001
+        previous = None
+    result = _smoke_from_registry(ml, params, f"models:/{name}/{version}", smoke or smoke_test)
+    if not result["ok"]:
+        raise StageError(f"smoke test of {name} version {version} failed ({result['reason']}); "
+                         f"alias {alias!r} left on version {previous}")
+    if previous and previous != str(version):
+        client.set_model_version_tag(name, str(version), PREVIOUS_TAG, previous)  # rollback returns here
+    _move_alias(client, name, alias, str(version), previous)
+    return {"registered_model": name, "alias": alias, "version": str(version), "previous_version": previous,
+            "smoke_test": result}
 
 
 def rollback(params: Params) -> dict:
     """Move the alias to the version that held it before the current one (one step back per call)."""
+    require_tracking_uri(params)
     name, alias = params.deploy.registry_name, params.deploy.alias
     client = mlflow().MlflowClient()
     try:

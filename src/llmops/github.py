@@ -6,8 +6,11 @@ Run:  GITHUB_TOKEN=... llmops comment --repo owner/name --pr 7 --file reports/re
       job posts without installing, let alone running, the pipeline)
 
 GitHub REST API only (stdlib urllib): list the PR's issue comments (paginated), PATCH the one carrying the
-marker, or POST a new one. The token comes from GITHUB_TOKEN only; the API base from GITHUB_API_URL (set by
-GitHub Actions; GitHub Enterprise and the tests' loopback fake point it elsewhere).
+marker *and written by the workflow's own identity*, or POST a new one. Anyone can paste the marker into a
+comment: a marked comment by another user or app is never edited (nor trusted). The identity is the bot login
+of the token: `github-actions[bot]` for the workflow's GITHUB_TOKEN (override with LLMOPS_COMMENT_AUTHOR, e.g.
+`my-app[bot]` for a GitHub App token). The token comes from GITHUB_TOKEN only; the API base from GITHUB_API_URL
+(set by GitHub Actions; GitHub Enterprise and the tests' loopback fake point it elsewhere).
 """
 
 from __future__ import annotations
@@ -26,6 +29,19 @@ from llmops.errors import StageError
 
 API_VERSION = "2022-11-28"
 MARKER = "<!-- llmops-report -->"  # the sticky comment is the one comment carrying this marker
+AUTHOR_ENV = "LLMOPS_COMMENT_AUTHOR"
+DEFAULT_AUTHOR = "github-actions[bot]"  # who GITHUB_TOKEN writes as
+
+
+def is_own(comment: dict, author: str, marker: str = MARKER) -> bool:
+    """The marker, written by `author`; for a bot, also typed Bot and (when GitHub says) via the same app."""
+    user = comment.get("user") or {}
+    if marker not in (comment.get("body") or "") or user.get("login") != author:
+        return False
+    if author.endswith("[bot]"):
+        app = comment.get("performed_via_github_app") or {}
+        return user.get("type") == "Bot" and (not app or app.get("slug") == author.removesuffix("[bot]"))
+    return True
 
 
 def _request(method: str, url: str, token: str, body: dict | None = None) -> tuple[Any, dict]:
@@ -52,8 +68,9 @@ def _next_link(headers: dict) -> str | None:
 
 
 def sticky_comment(repo: str, pr: int, body: str, token: str | None = None, api_url: str | None = None,
-                   marker: str = MARKER) -> dict:
-    """Create or update the PR's marked comment; returns {"action": "created"|"updated", "id", "url"}."""
+                   marker: str = MARKER, author: str | None = None) -> dict:
+    """Create or update the PR's marked comment by `author`; returns {"action": "created"|"updated", "id", "url"}."""
+    author = author or os.environ.get(AUTHOR_ENV) or DEFAULT_AUTHOR
     token = token or os.environ.get("GITHUB_TOKEN")
     if not token:
         raise StageError("GITHUB_TOKEN is not set (the comment needs a token with pull-requests: write)")
@@ -66,7 +83,7 @@ def sticky_comment(repo: str, pr: int, body: str, token: str | None = None, api_
     existing = None
     while url and existing is None:
         page, headers = _request("GET", url, token)
-        existing = next((c for c in page or [] if marker in (c.get("body") or "")), None)
+        existing = next((c for c in page or [] if is_own(c, author, marker)), None)
         url = _next_link(headers)
     if existing:
         data, _ = _request("PATCH", f"{api}/repos/{repo}/issues/comments/{existing['id']}", token, {"body": body})

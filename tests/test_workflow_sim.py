@@ -1,0 +1,290 @@
+"""The `pipeline` job of .github/workflows/pipeline.yml, executed here step by step in fresh clones (slow tier).
+
+Run:  pytest -m slow tests/test_workflow_sim.py -s     (-s prints the per-situation table: stages, wall time)
+
+tests/workflow_sim.py runs every `run:` step as GitHub would (bash -eo pipefail, GitHub's env, secrets only
+where the workflow maps them); `uses:` steps and the install step are skipped and listed (the clone is the
+checkout, this test's venv is the install). The simulated origin's "main" is this repository with a shrunk
+params.yaml (conftest.shrink) and relaxed gate thresholds committed, so a full build takes seconds, not minutes,
+and the tiny model passes its gate (the gate's own rules are tested in test_gate.py). Situations:
+  no remote        PR on the template as shipped: every stage builds, the job is green
+  remote (moto)    main push builds and pushes outputs + run-cache + its state; a PR changing a train param
+                   reruns train..report only; a PR changing a gate threshold reruns gate + report only;
+                   a PR whose prepare stage fails gets a report naming the stage and the error
+  fork PR          remote configured, no secrets: builds from scratch, labelled, never touches credentials
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BIN, ROOT, copy_repo, offline_env, shrink
+from workflow_sim import JobResult, run_job
+
+pytestmark = pytest.mark.slow
+
+WORKFLOW = ROOT / ".github/workflows/pipeline.yml"
+REPO = "acme/llm"
+BUCKET = "llmops-sim"
+STAGES = ["base", "prepare", "train", "eval_base", "eval_tuned", "judge", "gate", "report"]
+TIMINGS: dict[str, dict] = {}
+
+
+def git(cwd: Path, *args: str) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, env=offline_env(cwd), capture_output=True, text=True)
+    assert proc.returncode == 0, f"git {' '.join(args)}: {proc.stderr}"
+    return proc.stdout.strip()
+
+
+def edit_params(repo: Path, change) -> None:
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    change(raw)
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def relax_gate(raw: dict) -> dict:
+    # The shrunk model (8 LoRA steps) learns little: thresholds it passes, so the CI mechanics are what is tested.
+    raw["gate"].update(domain_min=0.0, domain_gain_significant=False, regression_min_ratio=0.01)
+    return raw
+
+
+def sim_size(raw: dict) -> dict:
+    raw["eval"].update(limit=8, bootstrap_samples=100, max_gen_toks=12, domain_tasks=["triage_gen"],
+                       regression_tasks=["general_qa"])
+    raw["judge"].update(bootstrap_samples=100, max_tokens=16)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory) -> Path:
+    """The simulated GitHub repository: this checkout, with a shrunk params.yaml committed on main."""
+    repo = copy_repo(tmp_path_factory.mktemp("origin"))
+    edit_params(repo, lambda raw: relax_gate(sim_size(shrink(raw))))
+    # 16 held-out items instead of 60: eval and judge cost scale with it
+    lines = (repo / "data/raw/eval.jsonl").read_text().splitlines()[:16]
+    (repo / "data/raw/eval.jsonl").write_text("\n".join(lines) + "\n")
+    git(repo, "commit", "-qam", "simulation: shrunk params, relaxed gate")
+    return repo
+
+
+def branch(origin: Path, name: str, change=None, base: str = "main") -> None:
+    git(origin, "checkout", "-q", "-B", name, base)
+    if change:
+        edit_params(origin, change)
+        git(origin, "commit", "-qam", f"{name}: params change")
+    git(origin, "checkout", "-q", "main")
+
+
+def runner_env(tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in offline_env(tmp).items() if not k.startswith(("AWS_", "GITHUB_", "MLFLOW_", "PYTHONPATH"))}
+    # a runner has no MLflow store configured: the pipeline's default (sqlite in the workspace) applies
+    env.update(extra or {})
+    return env
+
+
+def run_event(origin: Path, tmp: Path, *, event: str, ref_branch: str, secrets: dict[str, str],
+              fork: bool = False, env_extra: dict[str, str] | None = None, local_config: str = "") -> tuple[Path, JobResult]:
+    """A fresh runner: clone (the checkout step, fetch-depth 0), then the job's steps."""
+    ws = tmp / f"runner-{event}-{ref_branch}"
+    subprocess.run(["git", "clone", "-q", "-b", ref_branch, str(origin), str(ws)], check=True, env=offline_env(tmp))
+    if local_config:  # the moto endpoint: runner configuration, git-ignored, never committed
+        (ws / ".dvc/config.local").write_text(local_config)
+    sha = git(ws, "rev-parse", "HEAD")
+    github = {"event_name": event, "repository": REPO, "sha": sha, "token": "not-used",
+              "event": {"repository": {"default_branch": "main"}}}
+    if event == "push":
+        github.update(ref=f"refs/heads/{ref_branch}", ref_name=ref_branch, base_ref="")
+    else:
+        github.update(ref="refs/pull/7/merge", ref_name="7/merge", base_ref="main", head_ref=ref_branch)
+        github["event"]["pull_request"] = {"number": 7, "head": {"repo": {"full_name": "someone/llm" if fork else REPO}},
+                                           "base": {"sha": git(ws, "rev-parse", "origin/main")}}
+    result = run_job(WORKFLOW, "pipeline", ws, github=github, secrets=secrets, base_env=runner_env(tmp, env_extra),
+                     skip_ids={"install": "make install skipped: this test's venv is on PATH (its GITHUB_PATH)"},
+                     path_prepend=[str(BIN)])
+    return ws, result
+
+
+def stages_of(ws: Path) -> dict[str, list[str]]:
+    from llmops.report import dvc_stages
+
+    return dvc_stages((ws / "reports/ci/repro.log").read_text())
+
+
+def record(name: str, ws: Path, result: JobResult) -> dict[str, list[str]]:
+    st = stages_of(ws) if (ws / "reports/ci/repro.log").is_file() else {}
+    TIMINGS[name] = {"wall_s": result.seconds, "green": result.ok, **st,
+                     "skipped": [f"{s.name} ({s.reason})" for s in result.steps if s.outcome == "skipped"]}
+    print(f"\n[{name}] {result.seconds:.0f}s green={result.ok} ran={st.get('ran')} restored={st.get('restored')} "
+          f"unchanged={st.get('unchanged')} failed={st.get('failed')}")
+    return st
+
+
+def explain(result: JobResult) -> str:
+    return "\n".join(f"--- {s.name}: {s.outcome} {s.reason}\n{s.log[-3000:]}" for s in result.steps if s.outcome == "failure")
+
+
+def test_no_remote_pull_request_builds_everything_and_is_green(origin, tmp_path):
+    branch(origin, "pr-docs")
+    ws, result = run_event(origin, tmp_path, event="pull_request", ref_branch="pr-docs", secrets={})
+    st = record("no remote (PR)", ws, result)
+    assert result.ok, explain(result)
+    assert result.outputs["gate_exit_code"] == "0"
+    assert st["ran"] == STAGES and not st["restored"] and not st["failed"]
+    report = (ws / "reports/report.md").read_text()
+    assert "Build: from scratch: no DVC remote configured" in report and "Gate: **pass**" in report
+    assert report in result.summary  # the job summary carries it too
+    # the steps that need GitHub are listed, not silently dropped
+    assert {"actions/checkout", "actions/setup-python", "actions/upload-artifact"} <= {
+        s.reason.split()[1] for s in result.steps if s.reason.startswith("uses:")}
+    assert result.step("install").reason.startswith("id install")
+    assert result.step("failure report").outcome == "skipped"
+
+
+# --- S3 remote (moto_server on loopback) ------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    home = tmp_path_factory.mktemp("moto")
+    for name in ("aws-config", "aws-credentials"):  # empty: the user's ~/.aws profiles are never read
+        (home / name).write_text("")
+    port = free_port()
+    with open(home / "moto.log", "w") as fh:
+        proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=fh)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                time.sleep(0.1)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        env = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(home / "aws-config"),
+               "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"), "AWS_EC2_METADATA_DISABLED": "true"}
+        yield endpoint, env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+SECRETS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+@pytest.fixture(scope="module")
+def remote_main(origin, s3, tmp_path_factory):
+    """A team adds an S3 remote on main; main's push run builds everything and pushes it."""
+    endpoint, env = s3
+    git(origin, "checkout", "-q", "-B", "main-remote", "main")
+    subprocess.run(["dvc", "remote", "add", "-d", "storage", f"s3://{BUCKET}/dvc"], cwd=origin, check=True,
+                   env=offline_env(origin), capture_output=True)
+    git(origin, "add", ".dvc/config")
+    git(origin, "commit", "-qm", "dvc remote")
+    git(origin, "checkout", "-q", "main")
+    git(origin, "reset", "-q", "--hard", "main-remote")
+    tmp = tmp_path_factory.mktemp("remote")
+    local = f"['remote \"storage\"']\n    endpointurl = {endpoint}\n"
+    ws, result = run_event(origin, tmp, event="push", ref_branch="main", secrets=SECRETS, env_extra=env,
+                           local_config=local)
+    return {"tmp": tmp, "env": env, "local": local, "ws": ws, "result": result}
+
+
+def bucket_keys(endpoint: str) -> list[str]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                      region_name="us-east-1")
+    return [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            for o in page.get("Contents", [])]
+
+
+def test_main_push_builds_and_fills_the_remote(remote_main, s3):
+    ws, result = remote_main["ws"], remote_main["result"]
+    st = record("remote: main push (first)", ws, result)
+    assert result.ok, explain(result)
+    assert st["ran"] == STAGES
+    keys = bucket_keys(s3[0])
+    assert any(k.startswith("dvc/files/md5/") for k in keys)
+    assert any(k.startswith("dvc/runs/") for k in keys), "dvc push --run-cache"
+    assert "dvc/llmops-state/main.tar.gz" in keys
+    assert "Build: DVC remote" in (ws / "reports/report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def pr(origin, remote_main):
+    def _run(name: str, change, secrets=SECRETS, fork=False):
+        branch(origin, name, change)
+        return run_event(origin, remote_main["tmp"], event="pull_request", ref_branch=name, secrets=secrets,
+                         fork=fork, env_extra=remote_main["env"], local_config=remote_main["local"])
+    return _run
+
+
+def test_pr_changing_a_train_param_reruns_train_to_report_only(pr):
+    ws, result = pr("pr-train", lambda raw: raw["train"].update(learning_rate=0.002))
+    st = record("remote: PR train.learning_rate", ws, result)
+    assert result.ok, explain(result)
+    assert st["ran"] == ["train", "eval_tuned", "judge", "gate", "report"]
+    assert sorted(st["restored"] + st["unchanged"]) == ["base", "eval_base", "prepare"]
+
+
+def test_pr_changing_only_a_gate_threshold_reruns_gate_and_report_only(pr):
+    """Tightening domain_min above what the shrunk model scores: only gate and report rerun, and the new
+    threshold decides (the job goes red at its last step, after the report was written and summarised)."""
+    ws, result = pr("pr-gate", lambda raw: raw["gate"].update(domain_min=0.01))
+    st = record("remote: PR gate.domain_min", ws, result)
+    assert st["ran"] == ["gate", "report"]
+    assert sorted(st["restored"] + st["unchanged"]) == sorted(set(STAGES) - {"gate", "report"})
+    assert result.outputs["gate_exit_code"] == "1"
+    assert [s.name for s in result.steps if s.outcome == "failure"] == [result.steps[-1].name]
+    report = (ws / "reports/report.md").read_text()
+    assert "Gate: **fail**" in report and "domain_min 0.01" in report and "Build: DVC remote" in report
+
+
+def test_fork_pr_without_secrets_rebuilds_labelled_and_a_failed_stage_is_reported(pr):
+    """A fork PR (remote configured, no secrets) whose change breaks prepare: scratch mode, no credential
+    errors, base rebuilt on the runner, and the report names the failed stage and its error."""
+    ws, result = pr("pr-fork-broken", lambda raw: raw["prepare"].update(min_examples=100000), secrets={}, fork=True)
+    st = record("fork PR, prepare fails", ws, result)
+    assert not result.ok and result.step("dvc repro").outcome == "failure"
+    assert st["ran"] == ["base", "prepare"] and st["failed"] == ["prepare"] and not st["restored"]
+    assert result.step("dvc push").outcome == "skipped"  # scratch mode never talks to the remote
+    log = "\n".join(s.log for s in result.steps).lower()
+    assert "unable to locate credentials" not in log and "nocredentialserror" not in log
+    assert result.step("gate (").outcome == "skipped" and result.step("failure report").outcome == "success"
+    report = (ws / "reports/report.md").read_text()
+    print("\n--- the comment a reviewer sees after the failed stage ---\n" + report)
+    assert report.startswith("<!-- llmops-report -->")
+    assert "Build: from scratch: a DVC remote is configured but this run has no credentials" in report
+    assert "Pipeline failed at step `repro`, stage `prepare`" in report
+    assert "min_examples" in report and "Gate: **" not in report
+    assert report in result.summary
+
+
+def test_zz_print_timings():
+    """Printed with -s: the table the README's CI section quotes."""
+    for name, t in TIMINGS.items():
+        print(f"{name:32s} {t['wall_s']:6.1f}s green={t['green']} ran={t.get('ran')} "
+              f"restored/unchanged={sorted(t.get('restored', []) + t.get('unchanged', []))}")
+    out = os.environ.get("LLMOPS_SIM_TIMINGS")
+    if out:
+        Path(out).write_text(json.dumps(TIMINGS, indent=2))
