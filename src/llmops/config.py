@@ -243,7 +243,7 @@ class Judge(Strict):
 class Gate(Strict):
     # No defaults: params.yaml is the one place these live (a deleted key fails by name, never falls back)
     domain_min: float = Field(ge=0, le=1)
-    domain_min_lift: float = Field(ge=0, le=1)
+    domain_min_lift: float | None = Field(ge=0, le=1)  # null turns the baseline rule off
     domain_gain_significant: bool
     alpha: float = Field(gt=0, lt=0.5)
     regression_min_ratio: float = Field(gt=0, le=1)

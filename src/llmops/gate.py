@@ -66,7 +66,7 @@ def domain_rules(params: Params, name: str, task: TaskComparison) -> list[GateRu
     g, key = params.gate, f"{EVAL_COMPARE}:tasks.{name}"
     rules = [_rule("domain_min", f"{key}.tuned", task.tuned, g.domain_min, ">=", True,
                    f"{name}: tuned score {_fmt(task.tuned)} < domain_min {g.domain_min}", _counts(task))]
-    if task.baseline is not None:
+    if task.baseline is not None and g.domain_min_lift is not None:
         # An absolute threshold means nothing across label sets (0.2 is chance for five labels): the score
         # must also beat what an input-blind answer gets, guessing or always naming the commonest label.
         b = task.baseline
