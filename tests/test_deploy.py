@@ -41,7 +41,7 @@ def retrain_and_gate(work: Path, weights: str) -> str:
     sha = sha256_tree(work / "models/adapter")
     (work / "reports/eval_compare.json").write_text(json.dumps(compare_metrics(sha)))
     (work / "reports/judge.json").write_text(json.dumps(judge_metrics(sha)))
-    assert gate.run(load_params())["verdict"] == "pass"
+    assert gate.run(load_params()).verdict == "pass"
     return sha
 
 
@@ -107,7 +107,7 @@ def deploy_and_rollback_cycle(work: Path) -> None:
     meta = front_matter(card)
     assert meta["library_name"] == "peft" and "lora" in meta["tags"]
     results = {r["dataset"]["name"]: r["metrics"] for r in meta["model-index"][0]["results"]}
-    assert {"name": "exact_match (tuned)", "type": "exact_match", "value": 0.975} in results["general_qa"]
+    assert {"name": "exact_match (tuned)", "type": "exact_match", "value": 0.985} in results["general_qa"]
     for heading in ("## Data", "## Training parameters", "## Evaluation", "## Lineage", "## Limitations"):
         assert heading in card
     assert f"git commit: `{head}`" in card
@@ -143,7 +143,7 @@ def regate(work: Path, **judge_changes) -> None:
 
 def hand_written_pass(w: Path) -> None:
     """Failing metrics, and a gate.json edited by hand to say pass: deploy must believe the metrics."""
-    regate(w, failure_rate=0.9)
+    regate(w, invalid_rate=0.9)
     forged = json.loads((w / "reports/gate.json").read_text())
     forged.update(verdict="pass", exit_code=0)
     (w / "reports/gate.json").write_text(json.dumps(forged))
@@ -151,7 +151,7 @@ def hand_written_pass(w: Path) -> None:
 
 @pytest.mark.parametrize("breakage, message", [
     (hand_written_pass, "re-evaluated from the metrics: verdict 'fail'.*gate.json says 'pass'"),
-    (lambda w: regate(w, failure_rate=0.9), "verdict 'fail'"),
+    (lambda w: regate(w, invalid_rate=0.9), "verdict 'fail'"),
     (lambda w: regate(w, calibration=None), "verdict 'error'"),
     (lambda w: (w / "models/adapter/adapter_model.safetensors").write_text("retrained, not gated"),
      "verdict 'error'.*not the current adapter"),
@@ -280,7 +280,7 @@ def test_cli_deploy_with_real_smoke_test(tiny_workdir, in_copy_of):
     sha = sha256_tree(work / "models/adapter")
     (work / "reports/eval_compare.json").write_text(json.dumps(compare_metrics(sha)))
     (work / "reports/judge.json").write_text(json.dumps(judge_metrics(sha)))
-    assert gate.run(load_params())["verdict"] == "pass"
+    assert gate.run(load_params()).verdict == "pass"
     env = offline_env(work, MLFLOW_TRACKING_URI=os.environ["MLFLOW_TRACKING_URI"])  # the store this test reads
     proc = subprocess.run(["llmops", "deploy"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
