@@ -247,9 +247,10 @@ def gate_section(gate: dict | None, why: str | None) -> str:
              _g(r.get("observed")), f"{r.get('op')} {_g(r.get('threshold'))}", r.get("reason"), r.get("detail")]
             for r in gate.get("rules", [])]
     lines.append(_table(["", "rule", "kind", "observed", "threshold", "reason", "statistics"], rows))
-    lines += ["", "Eval rules are one-sided tests at the gate's alpha: `domain_gain` is the exact McNemar p of a "
-              "gain; `regression:*` is the lower confidence bound of tuned - base against minus the allowed "
-              "margin (non-inferiority). *one item* is what a single eval answer moves a task's score."]
+    lines += ["", "`domain_gain` is the exact one-sided McNemar p of a gain, against the gate's alpha. "
+              "`regression:*` compares tuned - base with minus the allowed margin: the observed delta "
+              "(`gate.regression_rule: point`) or its one-sided lower confidence bound (`noninferiority`); "
+              "the statistics column gives both. *one item* is what a single eval answer moves a task's score."]
     if gate.get("errors"):
         lines += ["", "**The gate could not judge:**", *[f"- {_cell(e, 500)}" for e in gate["errors"]]]
     return "\n".join(lines)
