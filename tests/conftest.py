@@ -58,7 +58,9 @@ def raw_params() -> dict:
 
 def shrink(raw: dict, steps: int = 30) -> dict:
     """The real params, made tiny: a short pretraining and a few LoRA steps (seconds, not minutes)."""
-    raw["base"]["tiny"].update(pretrain_steps=steps, vocab_size=400, seq_len=64, batch_size=8)
+    # max_position_embeddings: the smaller vocab makes the local judge's prompt (~620 tokens) outgrow 512
+    raw["base"]["tiny"].update(pretrain_steps=steps, vocab_size=400, seq_len=64, batch_size=8,
+                               max_position_embeddings=1024)
     raw["train"].update(max_steps=8, logging_steps=2)
     return raw
 

@@ -327,10 +327,10 @@ def test_body_limit_is_413_before_parsing_and_long_prompt_is_400(server):
         client(url).chat.completions.create(model="base", messages=[{"role": "user", "content": "x" * DEFAULT_MAX_BODY}])
     assert exc.value.status_code == 413
     # under the limit but past the context: 400 with the prompt's token count and the limit
-    status, answer = post(url, body(messages=[{"role": "user", "content": "word " * 3000}]))
+    status, answer = post(url, body(messages=[{"role": "user", "content": "word " * 3000}]))  # conftest: 1024
     assert status == 400 and answer["error"]["code"] == "context_length_exceeded"
     assert answer["error"]["param"] == "messages"
-    assert "512 tokens" in answer["error"]["message"] and "the prompt has" in answer["error"]["message"]
+    assert "context is 1024 tokens" in answer["error"]["message"] and "the prompt has" in answer["error"]["message"]
     tokens = int(answer["error"]["message"].split("the prompt has ")[1].split()[0])
     assert tokens > 3000
 

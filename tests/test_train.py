@@ -198,8 +198,8 @@ def test_sigkill_leaves_no_orphaned_trainer(tiny_workdir, tmp_path, victim):
     raw["train"].update(max_steps=100_000)  # long enough to be killed mid-loop
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    (repo / "src/llmops").mkdir(parents=True)
-    shutil.copy(ROOT / "src/llmops/train.py", repo / "src/llmops/train.py")
+    # the stage depends on every module train.py imports (dvc.yaml): they must exist for dvc to run it
+    shutil.copytree(ROOT / "src/llmops", repo / "src/llmops", ignore=shutil.ignore_patterns("__pycache__"))
     token, scratch = uuid.uuid4().hex, tmp_path / "tmp"
     scratch.mkdir()
     env = offline_env(tmp_path, LLMOPS_TEST_RUN=token, TMPDIR=str(scratch))
