@@ -126,7 +126,8 @@ def test_compare_has_the_documented_keys(evaluated):
             assert row["ratio"] is None and row["ratio_ci"] is None
         assert row["gained"] - row["lost"] == round(row["delta"] * row["n"])  # the discordant pairs
         if row["kind"] == "domain":
-            assert row["baseline"]["labels"] == 6 and row["baseline"]["chance"] == pytest.approx(1 / 6)
+            b = row["baseline"]  # from the eval set's own labels (a baked domain has its own label set)
+            assert b["labels"] >= 2 and b["chance"] == pytest.approx(1 / b["labels"]) and b["majority"] >= b["chance"]
         if name.endswith("_gen") or name.startswith("general"):  # generative: the answers are summarised
             assert 0 <= row["tuned_answers"]["empty"] <= row["n"] and row["tuned_answers"]["distinct"] >= 1
     tuned = json.loads((work / "reports/eval_tuned.json").read_text())
