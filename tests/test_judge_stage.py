@@ -104,7 +104,9 @@ def tuned_workdir(tiny_workdir, tmp_path_factory):
     shutil.copytree(tiny_workdir, work)
     cwd, uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
     os.chdir(work)
-    os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///mlflow.db"  # inside the workdir: copies take the run along
+    # inside the workdir (copies take the run along); absolute, because MLflow caches a store per URI string
+    # and a relative one would reach whichever mlflow.db an earlier test in this process opened
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     try:
         train.run(load_params())
     finally:
