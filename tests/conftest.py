@@ -6,10 +6,16 @@ MLFLOW_TRACKING_URI points into it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -118,3 +124,36 @@ def copy_repo(dest: Path) -> Path:
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=dest, env=env, check=True)
     return dest
+
+
+@contextlib.contextmanager
+def moto_s3(home: Path, bucket: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """moto_server on a free loopback port with `bucket` created; yields (endpoint, AWS env without keys).
+    The AWS config files point at empty files in `home`, so the user's ~/.aws profiles are never read."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name in ("aws-config", "aws-credentials"):
+        (home / name).write_text("")
+    with open(home / "moto.log", "w") as fh:
+        proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=fh)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                time.sleep(0.1)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                     region_name="us-east-1").create_bucket(Bucket=bucket)
+        yield endpoint, {"AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(home / "aws-config"),
+                         "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
+                         "AWS_EC2_METADATA_DISABLED": "true"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

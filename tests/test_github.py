@@ -5,14 +5,16 @@ and the workflow's `comment` job step itself (run by tests/workflow_sim.py) post
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from conftest import BIN, ROOT, offline_env
+from llmops.errors import StageError
 from llmops.github import MARKER, sticky_comment
 from workflow_sim import run_job
 
@@ -178,3 +180,54 @@ def test_a_fork_pr_gets_no_comment_job():
         ctx = {"github": Ctx({**base, "event": {"pull_request": {"head": {"repo": {"full_name": full_name}}}}}),
                "cancelled": lambda: False}
         assert bool(evaluate(cond, ctx)) is expected
+
+
+def unrelated(n: int = 130) -> list[dict]:
+    """n comments by a person first: the workflow's one lands on page 2, so pagination must work."""
+    return [comment(i, f"comment {i}", HUMAN) for i in range(1, n + 1)]
+
+
+def marked(server):
+    return [c for c in server.comments if MARKER in c["body"]]
+
+
+def test_sticky_comment_created_then_updated(github):
+    github = github(unrelated())
+    first = sticky_comment("acme/llm", 7, f"{MARKER}\nverdict: fail")
+    assert first["action"] == "created"
+    assert [m for m, _ in github.calls] == ["GET", "GET", "POST"]  # both pages read before creating
+    github.calls.clear()
+    second = sticky_comment("acme/llm", 7, "verdict: pass")  # marker added when the body lacks it
+    assert second == {"action": "updated", "id": first["id"], "url": first["url"]}
+    assert [m for m, _ in github.calls] == ["GET", "GET", "PATCH"]
+    assert len(marked(github)) == 1 and marked(github)[0]["body"].endswith("verdict: pass")
+    assert len(github.comments) == 131
+
+
+def test_comment_cli_and_errors(github, tmp_path):
+    github = github(unrelated())
+    body = tmp_path / "report.md"
+    body.write_text(f"{MARKER}\n# report\n")
+    env = offline_env(tmp_path, GITHUB_TOKEN=github.token, GITHUB_API_URL=github.url)
+    args = ["--repo", "acme/llm", "--pr", "7", "--file", str(body)]
+    cmd = ["llmops", "comment", *args]
+    # the installed CLI creates; the workflow's no-install path (stdlib only, PYTHONPATH=src) updates
+    no_install = [sys.executable, "-I", "-S", "-c",  # -S: no site-packages at all, only the standard library
+                  f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); from llmops.github import main; sys.exit(main())", *args]
+    for command, expected in ((cmd, "created"), (no_install, "updated")):
+        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["action"] == expected
+    assert len(marked(github)) == 1
+    env["GITHUB_TOKEN"] = "wrong-secret-value"
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and "HTTP 401" in proc.stderr and "wrong-secret-value" not in proc.stderr
+    del env["GITHUB_TOKEN"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and "GITHUB_TOKEN is not set" in proc.stderr
+
+
+def test_comment_rejects_bad_repo(monkeypatch):
+    monkeypatch.setenv("GITHUB_TOKEN", "t")
+    with pytest.raises(StageError, match="owner/name"):
+        sticky_comment("acme/llm/../../x", 7, "body")

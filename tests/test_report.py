@@ -1,16 +1,11 @@
 """The PR report: built in a temporary git repo (base commit + PR commit, real `dvc params/metrics diff`), its size
-limit, missing inputs, and the sticky comment against a loopback fake of the GitHub REST API."""
+limit and missing inputs. The sticky comment is tested in test_github.py against a loopback GitHub REST API."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
-import sys
-import threading
-from pathlib import Path
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 import yaml
@@ -19,12 +14,7 @@ from conftest import make_workdir, offline_env, raw_params
 from llmops import gate, report
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
-from llmops.github import sticky_comment
-from llmops.errors import StageError
 from test_gate import compare_metrics, judge_metrics, moved, task
-
-SRC = Path(__file__).resolve().parents[1] / "src"
-
 
 def git(repo, *args):
     subprocess.run(["git", *args], cwd=repo, env=offline_env(repo), check=True, capture_output=True)
@@ -217,135 +207,3 @@ def test_tiny_limit_drops_sections_in_order_then_truncates(pr_repo):
 
 
 # --- the sticky comment, against a loopback server speaking GitHub's REST protocol -------------------------
-
-class FakeGitHub(ThreadingHTTPServer):
-    token = "test-token"
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), Handler)
-        # 130 unrelated comments first: the marked one lands on page 2, so pagination must work
-        self.comments = [{"id": i, "body": f"comment {i}", "html_url": f"https://gh/c/{i}"} for i in range(1, 131)]
-        self.calls: list[tuple[str, str]] = []
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: FakeGitHub
-
-    def log_message(self, *args):
-        pass
-
-    def _send(self, status, obj, headers=None):
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _authorised(self):
-        self.server.calls.append((self.command, self.path))
-        if self.headers.get("Authorization") != f"Bearer {self.server.token}":
-            self._send(401, {"message": "Bad credentials"})
-            return False
-        return True
-
-    def do_GET(self):
-        if not self._authorised():
-            return
-        url = urlparse(self.path)
-        if url.path != "/repos/acme/llm/issues/7/comments":
-            return self._send(404, {"message": "Not Found"})
-        q = parse_qs(url.query)
-        per_page, page = int(q.get("per_page", ["30"])[0]), int(q.get("page", ["1"])[0])
-        chunk = self.server.comments[(page - 1) * per_page: page * per_page]
-        headers = {}
-        if page * per_page < len(self.server.comments):
-            headers["Link"] = (f'<{self.server.url}{url.path}?per_page={per_page}&page={page + 1}>; rel="next", '
-                               f'<{self.server.url}{url.path}?per_page={per_page}&page=99>; rel="last"')
-        self._send(200, chunk, headers)
-
-    def _body(self):
-        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-
-    def do_POST(self):
-        if not self._authorised():
-            return
-        if self.path != "/repos/acme/llm/issues/7/comments":
-            return self._send(404, {"message": "Not Found"})
-        new = {"id": 1000 + len(self.server.comments), "body": self._body()["body"],
-               "user": {"login": "github-actions[bot]", "type": "Bot"}}  # who GITHUB_TOKEN writes as
-        new["html_url"] = f"https://gh/c/{new['id']}"
-        self.server.comments.append(new)
-        self._send(201, new)
-
-    def do_PATCH(self):
-        if not self._authorised():
-            return
-        cid = int(self.path.rsplit("/", 1)[-1])
-        found = next((c for c in self.server.comments if c["id"] == cid), None)
-        if not self.path.startswith("/repos/acme/llm/issues/comments/") or found is None:
-            return self._send(404, {"message": "Not Found"})
-        found["body"] = self._body()["body"]
-        self._send(200, found)
-
-
-@pytest.fixture
-def github():
-    server = FakeGitHub()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-
-
-def marked(server):
-    return [c for c in server.comments if report.MARKER in c["body"]]
-
-
-def test_sticky_comment_created_then_updated(github, monkeypatch):
-    monkeypatch.setenv("GITHUB_TOKEN", github.token)
-    monkeypatch.setenv("GITHUB_API_URL", github.url)
-    first = sticky_comment("acme/llm", 7, f"{report.MARKER}\nverdict: fail")
-    assert first["action"] == "created"
-    assert [m for m, _ in github.calls] == ["GET", "GET", "POST"]  # both pages read before creating
-    github.calls.clear()
-    second = sticky_comment("acme/llm", 7, "verdict: pass")  # marker added when the body lacks it
-    assert second == {"action": "updated", "id": first["id"], "url": first["url"]}
-    assert [m for m, _ in github.calls] == ["GET", "GET", "PATCH"]
-    assert len(marked(github)) == 1 and marked(github)[0]["body"].endswith("verdict: pass")
-    assert len(github.comments) == 131
-
-
-def test_comment_cli_and_errors(github, tmp_path):
-    body = tmp_path / "report.md"
-    body.write_text(f"{report.MARKER}\n# report\n")
-    env = offline_env(tmp_path, GITHUB_TOKEN=github.token, GITHUB_API_URL=github.url)
-    args = ["--repo", "acme/llm", "--pr", "7", "--file", str(body)]
-    cmd = ["llmops", "comment", *args]
-    # the installed CLI creates; the workflow's no-install path (stdlib only, PYTHONPATH=src) updates
-    no_install = [sys.executable, "-I", "-S", "-c",  # -S: no site-packages at all, only the standard library
-                  f"import sys; sys.path.insert(0, {str(SRC)!r}); from llmops.github import main; sys.exit(main())", *args]
-    for command, expected in ((cmd, "created"), (no_install, "updated")):
-        proc = subprocess.run(command, env=env, capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout)["action"] == expected
-    assert len(marked(github)) == 1
-    env["GITHUB_TOKEN"] = "wrong-secret-value"
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 1 and "HTTP 401" in proc.stderr and "wrong-secret-value" not in proc.stderr
-    del env["GITHUB_TOKEN"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 1 and "GITHUB_TOKEN is not set" in proc.stderr
-
-
-def test_comment_rejects_bad_repo(monkeypatch):
-    monkeypatch.setenv("GITHUB_TOKEN", "t")
-    with pytest.raises(StageError, match="owner/name"):
-        sticky_comment("acme/llm/../../x", 7, "body")

@@ -16,18 +16,15 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, copy_repo, offline_env
+from conftest import BIN, ROOT, copy_repo, moto_s3, offline_env
 
 SLUG_DIR = "{{cookiecutter.project_slug}}"
 DVC_INIT_FILES = {".dvc/config", ".dvc/.gitignore", ".dvcignore"}
@@ -309,43 +306,12 @@ def test_cruft_link_check_and_update(template_repo, tmp_path):
 
 # --- S3 remote against moto_server ----------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
-    """moto_server on loopback with the bucket the CLAIMS answer names; yields (endpoint, env)."""
-    port = free_port()
-    home = tmp_path_factory.mktemp("moto")
-    log = home / "moto.log"
-    for name in ("aws-config", "aws-credentials"):  # empty: the user's ~/.aws profiles are never read
-        (home / name).write_text("")
-    with open(log, "w") as fh:
-        proc = subprocess.Popen([BIN / "moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=fh)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(endpoint, timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # it answers
-            except OSError:
-                time.sleep(0.1)
-        creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                 "AWS_CONFIG_FILE": str(home / "aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials")}
-        import boto3
-
-        bucket = CLAIMS["dvc_remote_url"].removeprefix("s3://").split("/")[0]
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                     region_name="us-east-1").create_bucket(Bucket=bucket)
-        yield endpoint, creds, bucket
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    """moto_server on loopback with the bucket the CLAIMS answer names; yields (endpoint, env, bucket)."""
+    bucket = CLAIMS["dvc_remote_url"].removeprefix("s3://").split("/")[0]
+    with moto_s3(tmp_path_factory.mktemp("moto"), bucket) as (endpoint, env):
+        yield endpoint, {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}, bucket
 
 
 def point_at(repo: Path, endpoint: str) -> None:

@@ -18,17 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import BIN, ROOT, copy_repo, offline_env, shrink
+from conftest import BIN, ROOT, copy_repo, moto_s3, offline_env, shrink
 from workflow_sim import JobResult, run_job
 
 pytestmark = pytest.mark.slow
@@ -153,40 +149,10 @@ def test_no_remote_pull_request_builds_everything_and_is_green(origin, tmp_path)
 
 # --- S3 remote (moto_server on loopback) ------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    home = tmp_path_factory.mktemp("moto")
-    for name in ("aws-config", "aws-credentials"):  # empty: the user's ~/.aws profiles are never read
-        (home / name).write_text("")
-    port = free_port()
-    with open(home / "moto.log", "w") as fh:
-        proc = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=fh)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(endpoint, timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                time.sleep(0.1)
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                     region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        env = {"AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(home / "aws-config"),
-               "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"), "AWS_EC2_METADATA_DISABLED": "true"}
-        yield endpoint, env
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with moto_s3(tmp_path_factory.mktemp("moto"), BUCKET) as server:
+        yield server
 
 
 SECRETS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
