@@ -182,10 +182,11 @@ def cmdlines(pids: list[int]) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("victim", ["dvc", "launcher"])
-def test_sigkill_leaves_no_orphaned_trainer(tiny_workdir, tmp_path, victim):
+@pytest.mark.parametrize("victim,shell", [("dvc", None), ("dvc", "/bin/bash"), ("launcher", None)])
+def test_sigkill_leaves_no_orphaned_trainer(tiny_workdir, tmp_path, victim, shell):
     """SIGKILL `dvc repro -s train` (or the launcher itself) mid-training: every trainer process is gone within
-    seconds, and nothing it would have written (adapter, metrics, an MLflow run) appears afterwards."""
+    seconds, and nothing it would have written (adapter, metrics, an MLflow run) appears afterwards. dvc runs the
+    cmd through $SHELL -c; unset (CI runners) means /bin/sh, which on Debian is dash and does not exec."""
     import shutil
 
     import yaml
@@ -203,6 +204,9 @@ def test_sigkill_leaves_no_orphaned_trainer(tiny_workdir, tmp_path, victim):
     token, scratch = uuid.uuid4().hex, tmp_path / "tmp"
     scratch.mkdir()
     env = offline_env(tmp_path, LLMOPS_TEST_RUN=token, TMPDIR=str(scratch))
+    env.pop("SHELL", None)
+    if shell:
+        env["SHELL"] = shell
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=repo, env=env, check=True)
     log = (tmp_path / "dvc.log").open("w")
     dvc = subprocess.Popen(["dvc", "repro", "-s", "train"], cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT)
