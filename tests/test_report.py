@@ -32,13 +32,14 @@ def pr_repo(tmp_path, monkeypatch):
     repo = make_workdir(tmp_path / "repo", raw_params())
     monkeypatch.chdir(repo)
     put(repo, ".gitignore", "/models/\n/mlflow.db\n")
-    put(repo, "dvc.yaml", yaml.safe_dump({"metrics": ["reports/eval_compare.json", "reports/data.json"]}))
+    put(repo, "dvc.yaml", yaml.safe_dump({"metrics": ["reports/eval_compare.json", "reports/data.json",
+                                                         "reports/train_perf.json"]}))
     adapter = repo / "models/adapter"
     put(repo, "models/adapter/adapter_model.safetensors", "weights v1")
     put(repo, "reports/eval_compare.json", compare_metrics(sha256_tree(adapter)))
     put(repo, "reports/data.json", {"train": {"raw": 60, "final": 60, "labels": {"billing": 10}, "tokens": {"mean": 76.2, "max": 92}},
                                     "eval": {"raw": 60, "final": 60}, "leaked": 0, "truncation_policy": "error"})
-    put(repo, "reports/train_perf.json", {"runtime_s": 15.25})
+    put(repo, "reports/train_perf.json", {"runtime_s": 15.25, "phases_s": {"loop": 7.03, "import": 6.95}})
     put(repo, "reports/mlflow_run.json", {"run_id": "0123abcd", "experiment_id": "1", "tracking_uri": "sqlite:///mlflow.db"})
     git(repo, "init", "-q", "-b", "main")
     subprocess.run(["dvc", "init", "-q"], cwd=repo, env=offline_env(repo), check=True)
@@ -53,6 +54,7 @@ def pr_repo(tmp_path, monkeypatch):
     forgot = compare_metrics(sha)
     forgot["tasks"]["general_qa"] = task("regression", *moved(200, 198, gained=0, lost=188))
     put(repo, "reports/eval_compare.json", forgot)
+    put(repo, "reports/train_perf.json", {"runtime_s": 15.25, "phases_s": {"loop": 1.89, "import": 5.85}})
     put(repo, "reports/judge.json", dict(judge_metrics(sha), timing_s={"answers": 15.1, "total": 34.89}))
     put(repo, "reports/judge_items.jsonl", "".join(json.dumps(
         {"kind": k, "id": f"eval-{i}", "rubric": "triage_quality", "model": m, "score": s, "answer": f"answer {i}",
@@ -81,6 +83,7 @@ def test_report_has_both_dvc_diffs_gate_table_and_sections(pr_repo):
     # decision metrics first; nothing of the bookkeeping kind outside the collapsed block
     visible, _, hidden = metrics_diff.partition("<details>")
     assert "sha256" not in visible and "adapter_sha256" in hidden and "</details>" in hidden
+    assert "phases_s" not in visible and "phases_s.loop" in hidden  # per-phase timings (train_perf.json:phases_s.loop) are bookkeeping too
     # gate verdict table with the reason naming the task
     gate_part = section(text, "Quality gate")
     assert "**Verdict: ❌ fail** (exit code 1" in gate_part
