@@ -24,11 +24,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install  ## run the pipeline (dvc repro) offline on the demo default
 	$(RUN) dvc repro
 
-test: install  ## all CPU tests: fast unit tests and the slow end-to-end pipeline tests
-	$(RUN) pytest
+# tiers (tests/conftest.py): unit first, so a broken pure function fails in seconds, not after the pipeline runs
+test: install  ## all CPU tests: the unit tier, then integration and slow (end-to-end) tiers
+	$(RUN) pytest -m unit
+	$(RUN) pytest -m "not unit"
 
-test-fast: install  ## only the fast tier
-	$(RUN) pytest -m "not slow"
+test-fast: install  ## the unit tier only (no model, process or socket; seconds)
+	$(RUN) pytest -m unit
 
 clean:  ## remove generated models, prepared data and the local MLflow store (not the venv)
 	rm -rf models data/prepared mlflow.db mlruns

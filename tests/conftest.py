@@ -39,16 +39,54 @@ def offline_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+# --- test tiers ---------------------------------------------------------------------------------------------
+# unit:        no model, no subprocess, no socket: pure functions on small inputs; the whole tier runs in
+#              seconds and first (`make test-fast`, and the first step of `make test`).
+# integration: a real model, process or server (a built tiny base, the CLI, dvc, git, a loopback HTTP server).
+# slow:        end-to-end (dvc repro, accelerate launch, template bakes, S3 round trips).
+# A test is unit unless marked otherwise or it uses a fixture that builds a model (HEAVY_FIXTURES). The unit
+# guard below makes the rule enforceable: a unit test that starts a process or opens a socket fails, naming it.
+TIERS = ("unit", "integration", "slow")
+HEAVY_FIXTURES = {"tiny_workdir"}  # builds the tiny base (seconds of pretraining); fixtures using it inherit it
+
+
 def pytest_collection_modifyitems(config, items):
-    """`gpu`-marked tests need CUDA; on CPU machines (CI, laptops) they are skipped, not failed."""
+    """Assign each test its tier; `gpu`-marked tests need CUDA and are skipped, not failed, on CPU machines."""
+    for item in items:
+        if not any(t in item.keywords for t in TIERS):
+            heavy = HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())) or "gpu" in item.keywords
+            item.add_marker(pytest.mark.integration if heavy else pytest.mark.unit)
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if not gpu:  # torch's import costs seconds: only pay it when a GPU test was collected
+        return
     import torch
 
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    for item in gpu:
+        item.add_marker(skip)
+
+
+class TierViolation(AssertionError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _unit_guard(request, monkeypatch):
+    """Unit tests may not start processes or open sockets: mark such a test `integration` instead."""
+    if "unit" not in request.node.keywords:
+        return
+
+    def refuse(what):
+        def _refused(*args, **kwargs):
+            raise TierViolation(f"{request.node.nodeid}: a unit test {what}; mark it "
+                                f"@pytest.mark.integration (tests/conftest.py, test tiers)")
+        return _refused
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a process"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("opens a connection"))
+    monkeypatch.setattr(socket.socket, "bind", refuse("listens on a socket"))
 
 
 @pytest.fixture(autouse=True)
@@ -95,6 +133,25 @@ def tiny_workdir(tmp_path_factory) -> Path:
         prepare.run(params)
     finally:
         os.chdir(cwd)
+    return work
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tiny_workdir, tmp_path_factory) -> Path:
+    """tiny_workdir plus a trained adapter (8 LoRA steps) and its MLflow run: one training for the eval, judge
+    and serve tests. Shared and read-only: copy it (in_copy_of) to write."""
+    from llmops import train
+    from llmops.config import load_params
+
+    work = tmp_path_factory.mktemp("trained") / "work"
+    shutil.copytree(tiny_workdir, work)
+    # the store inside the workdir, so copies take the run along; absolute, because MLflow caches a store per
+    # URI string and a relative one would reach whichever mlflow.db an earlier test in this process opened
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(work)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        train.run(load_params())
     return work
 
 

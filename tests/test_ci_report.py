@@ -39,6 +39,7 @@ def test_failure_report_names_step_stage_and_error(tmp_path, monkeypatch):
     assert "| gate | not run |" in text and "Gate: **" not in text
 
 
+@pytest.mark.integration
 def test_failure_report_cli_without_valid_params(tmp_path):
     """A broken params.yaml is a likely cause of the failure: the CLI must not need it."""
     (tmp_path / "params.yaml").write_text("train: [unclosed\n")
@@ -77,6 +78,7 @@ def test_simulator_refuses_what_it_does_not_know():
     assert substitute("a=${{ steps.x.outcome }} b", {"steps": Ctx({"x": {"outcome": "failure"}})}) == "a=failure b"
 
 
+@pytest.mark.integration
 def test_simulator_implies_success_for_conditions_without_a_status_function(tmp_path):
     import os
 

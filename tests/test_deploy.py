@@ -27,6 +27,9 @@ from test_gate import compare_metrics, judge_metrics
 NAME = raw_params()["deploy"]["registry_name"]  # baked repos name it after their slug
 
 
+pytestmark = pytest.mark.integration  # a real MLflow store / dvc / git in every test
+
+
 def ok_smoke(params, version_dir: Path) -> dict:
     # The folder is what models:/<name>@candidate returns, in an empty directory: adapter, card, base, manifest.
     assert Path.cwd() != version_dir.parent and not (version_dir.parent / "params.yaml").exists()

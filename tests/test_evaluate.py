@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from llmops import evaluate, train
+from llmops import evaluate
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
 from llmops.errors import StageError
@@ -24,22 +24,22 @@ COMPARE_KEYS = {"kind", "metric", "n", "base", "tuned", "delta", "delta_ci", "ra
 
 
 @pytest.fixture(scope="module")
-def evaluated(tiny_workdir, tmp_path_factory):
-    """A copy of the tiny workdir with a trained adapter and both evaluations run (shared, read-only)."""
+def evaluated(trained_workdir, tmp_path_factory):
+    """A copy of the trained workdir with both evaluations run (shared, read-only)."""
     work = tmp_path_factory.mktemp("evaluated") / "work"
-    shutil.copytree(tiny_workdir, work)
+    shutil.copytree(trained_workdir, work)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(work)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("HF_DATASETS_OFFLINE", "1")
         params = load_params()
-        train.run(params)
         base = evaluate.run(params, "base")
         compare = evaluate.run(params, "tuned")
     return work, base, compare
 
 
+@pytest.mark.integration
 def test_every_task_folder_is_a_versioned_lm_eval_task():
     from lm_eval.tasks import TaskManager
 

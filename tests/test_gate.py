@@ -341,6 +341,7 @@ def llmops_gate(work, *args):
     return subprocess.run(["llmops", "gate", *args], cwd=work, env=offline_env(work), capture_output=True, text=True)
 
 
+@pytest.mark.integration
 def test_cli_exit_codes_and_no_fail(work):
     assert llmops_gate(work).returncode == 0
     edit(work, "eval_compare.json", lambda c: c["tasks"].update(
@@ -355,6 +356,7 @@ def test_cli_exit_codes_and_no_fail(work):
     assert json.loads((work / "reports/gate.json").read_text())["exit_code"] == 2
 
 
+@pytest.mark.integration
 def test_cli_unreadable_params_is_exit_2(work):
     set_params(work, gate__alpha="often")
     proc = llmops_gate(work)

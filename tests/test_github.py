@@ -124,6 +124,7 @@ def github(monkeypatch):
         s.server_close()
 
 
+@pytest.mark.integration
 def test_marked_comments_by_others_are_never_edited(github):
     human = comment(1, f"{MARKER}\nGate: **pass** (pasted by a human)", HUMAN)
     other = comment(2, f"{MARKER}\nGate: **pass**", OTHER_APP_BOT, {"id": 1, "slug": "other-ci"})
@@ -140,6 +141,7 @@ def test_marked_comments_by_others_are_never_edited(github):
     assert len(ours) == 1 and ours[0]["body"] == f"{MARKER}\nGate: **pass**"
 
 
+@pytest.mark.integration
 def test_a_bot_login_via_another_app_is_not_ours(github):
     spoof = comment(3, f"{MARKER}\nold", dict(BOT), {"id": 1, "slug": "not-github-actions"})
     server = github([spoof])
@@ -147,6 +149,7 @@ def test_a_bot_login_via_another_app_is_not_ours(github):
     assert spoof["body"] == f"{MARKER}\nold" and len(server.comments) == 2
 
 
+@pytest.mark.integration
 def test_the_workflow_comment_job_posts_the_downloaded_report(github, tmp_path):
     """The `comment` job's own run: step, as GitHub would run it: stdlib only, base branch's src, no install."""
     server = github([comment(1, f"{MARKER}\nstale, by a human", HUMAN)])
@@ -191,6 +194,7 @@ def marked(server):
     return [c for c in server.comments if MARKER in c["body"]]
 
 
+@pytest.mark.integration
 def test_sticky_comment_created_then_updated(github):
     github = github(unrelated())
     first = sticky_comment("acme/llm", 7, f"{MARKER}\nverdict: fail")
@@ -204,6 +208,7 @@ def test_sticky_comment_created_then_updated(github):
     assert len(github.comments) == 131
 
 
+@pytest.mark.integration
 def test_comment_cli_and_errors(github, tmp_path):
     github = github(unrelated())
     body = tmp_path / "report.md"

@@ -54,6 +54,7 @@ def test_few_valid_judgments_are_never_calibrated(rubric):
     assert share["calibrated"] is False and "min_calibration_valid_share 0.9" in share["reason"]
 
 
+@pytest.mark.integration
 def test_a_judge_that_ignores_the_answer_is_not_calibrated(rubric, tmp_path):
     """Scores from the input alone (valid or not by the input's hash): whatever kappa the lucky subset gives,
     the shipped calibration set does not call it calibrated."""

@@ -26,6 +26,7 @@ def rubric():
     return shipped_rubric()
 
 
+@pytest.mark.integration
 def test_client_retries_429_5xx_and_timeouts_and_counts_attempts(rubric, tmp_path):
     attempts: dict[str, int] = {}
     plan = {"r429": [Fault(429, "slow down", FAST)] * 2, "r500": [Fault(500, headers=FAST), Fault(503, headers=FAST)],
@@ -47,6 +48,7 @@ def test_client_retries_429_5xx_and_timeouts_and_counts_attempts(rubric, tmp_pat
     assert stats.calls == 4 and stats.attempts == 9 and stats.retries == 5
 
 
+@pytest.mark.integration
 def test_retry_after_as_an_http_date_is_honoured(rubric, tmp_path):
     seen: list[float] = []
 
@@ -62,6 +64,7 @@ def test_retry_after_as_an_http_date_is_honoured(rubric, tmp_path):
     assert seen[1] - seen[0] >= 0.9  # a date 1-2 s ahead (second granularity), not "0 seconds"
 
 
+@pytest.mark.integration
 def test_failed_items_keep_the_provider_message_without_secrets(rubric, tmp_path):
     secret = "sk-test-DO-NOT-LEAK-7f3a9c"
 
@@ -97,6 +100,7 @@ def test_redact_masks_key_like_strings(message):
     assert not any(s in judge.redact(message) for s in ("abcdef0123456789", "abc.def-ghi", "abc123"))
 
 
+@pytest.mark.integration
 def test_http_400_on_logprobs_falls_back_to_text_once(rubric, tmp_path):
     def script(body, headers, n):
         if body.get("logprobs"):
@@ -116,6 +120,7 @@ def test_http_400_on_logprobs_falls_back_to_text_once(rubric, tmp_path):
         assert "'logprobs' is not supported" in r["logprobs_fallback"]
 
 
+@pytest.mark.integration
 def test_cache_keys_follow_the_parsed_rubric_sampling_and_judge(rubric, tmp_path):
     items = [item(rubric, f"Category: billing\nAction: answer {i}.", id=str(i)) for i in range(6)]
     cache = judge.JudgeCache(tmp_path / "cache")
@@ -151,6 +156,7 @@ def test_comment_only_rubric_edit_keeps_the_hash_and_a_real_edit_changes_it(tmp_
     assert judge.load_rubric(folder, "triage_quality").sha256 != src.sha256
 
 
+@pytest.mark.integration
 def test_entries_keep_model_fingerprint_tokens_and_cost(rubric, tmp_path):
     fingerprint = {"fp": "fp_aaa"}
 
@@ -179,6 +185,7 @@ def test_entries_keep_model_fingerprint_tokens_and_cost(rubric, tmp_path):
     assert cached["cost_usd"] == 0 and cached["results_cost_usd"] == pytest.approx(3 * cost)  # what results cost
 
 
+@pytest.mark.integration
 def test_prune_removes_only_entries_no_current_item_uses(rubric, tmp_path):
     cache = judge.JudgeCache(tmp_path)
     with StubServer(lambda body, headers, n: naive_judge(body)) as stub:

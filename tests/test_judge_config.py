@@ -62,6 +62,7 @@ def test_tracking_uri(tmp_path, monkeypatch, uri, ok):
             _load(tmp_path, "tracking", uri=uri)
 
 
+@pytest.mark.integration
 def test_cli_reports_a_bad_port_in_one_line(tmp_path):
     """`llmops judge` with a bad port: exit 1, one line naming the key, no traceback."""
     raw = raw_params()

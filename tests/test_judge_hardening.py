@@ -62,6 +62,7 @@ def _gullible() -> StubServer:
     return StubServer(lambda body, headers, n: naive_judge(body, quote_answer=True))
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("with_logprobs", [False, True])
 def test_the_gullible_judge_grades_honestly_when_nobody_attacks(rubric, tmp_path, with_logprobs):
     with _gullible() as stub:
@@ -71,6 +72,7 @@ def test_the_gullible_judge_grades_honestly_when_nobody_attacks(rubric, tmp_path
             5 * 0.9 + 3 * 0.1 if with_logprobs else 5)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("with_logprobs", [False, True])
 @pytest.mark.parametrize("name, field, text", ATTACKS, ids=[a[0] for a in ATTACKS])
 def test_injection_in_any_field_cannot_raise_the_score(rubric, tmp_path, monkeypatch, name, field, text,

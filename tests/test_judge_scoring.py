@@ -20,6 +20,7 @@ def rubric():
     return shipped_rubric()
 
 
+@pytest.mark.integration
 def test_logprob_score_is_the_renormalised_weighted_mean(rubric, tmp_path):
     replies = {
         "a": completion("Looks right.\nSCORE: 4", {" 4": 0.6, " 5": 0.2, " great": 0.2}, logprobs=True),
@@ -68,6 +69,7 @@ def test_strict_text_verdicts(rubric, content, expected):
     assert result["valid"] == (expected is not None) and result["method"] == "text"
 
 
+@pytest.mark.integration
 def test_text_verdicts_through_the_client_without_logprobs(rubric, tmp_path):
     contents = {"x": "SCORE: 5", "y": "SCORE: 7", "z": "Great answer, 5 stars"}
 

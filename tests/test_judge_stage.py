@@ -92,32 +92,6 @@ def test_answer_keys_follow_serving_code_and_libraries(monkeypatch, tmp_path):
 
 
 # -------------------------------------------------------------------------------------- the real stage (slow)
-@pytest.fixture(scope="module")
-def tuned_workdir(tiny_workdir, tmp_path_factory):
-    """tiny_workdir plus a trained adapter (8 LoRA steps) and its MLflow run."""
-    import shutil
-
-    from llmops import train
-    from llmops.config import load_params
-
-    work = tmp_path_factory.mktemp("judge") / "work"
-    shutil.copytree(tiny_workdir, work)
-    cwd, uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
-    os.chdir(work)
-    # inside the workdir (copies take the run along); absolute, because MLflow caches a store per URI string
-    # and a relative one would reach whichever mlflow.db an earlier test in this process opened
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
-    try:
-        train.run(load_params())
-    finally:
-        os.chdir(cwd)
-        if uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI")
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = uri
-    return work
-
-
 def _set_params(work, **judge_over):
     raw = yaml.safe_load((work / "params.yaml").read_text())
     raw["judge"].update(judge_over)
@@ -125,14 +99,14 @@ def _set_params(work, **judge_over):
 
 
 @pytest.mark.slow
-def test_remote_judge_run_never_writes_the_api_key(tuned_workdir, in_copy_of, monkeypatch, capfd):
+def test_remote_judge_run_never_writes_the_api_key(trained_workdir, in_copy_of, monkeypatch, capfd):
     """Full stage: tiny-model answers from llmops serve, judged by the stub as a 'remote' endpoint. The stub
     checks the key arrives as a Bearer header, and echoes it in a 401 (as real providers partly do)."""
     from llmops.config import load_params
     from llmops.tracking import mlflow
 
     secret = "sk-test-DO-NOT-LEAK-7f3a9c"
-    work = in_copy_of(tuned_workdir)
+    work = in_copy_of(trained_workdir)
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")  # the training run's store
 
@@ -180,10 +154,10 @@ def test_remote_judge_run_never_writes_the_api_key(tuned_workdir, in_copy_of, mo
 
 
 @pytest.mark.slow
-def test_remote_without_key_fails_cleanly(tuned_workdir, in_copy_of, monkeypatch):
+def test_remote_without_key_fails_cleanly(trained_workdir, in_copy_of, monkeypatch):
     from llmops.config import load_params
 
-    work = in_copy_of(tuned_workdir)
+    work = in_copy_of(trained_workdir)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     _set_params(work, provider="remote", base_url="http://127.0.0.1:9/v1", model="x")
     with pytest.raises(judge.StageError, match="OPENAI_API_KEY"):

@@ -16,6 +16,9 @@ from llmops.artifacts import sha256_tree
 from llmops.config import load_params
 from test_gate import compare_metrics, judge_metrics, moved, task
 
+pytestmark = pytest.mark.integration  # a real MLflow store / dvc / git in every test
+
+
 def git(repo, *args):
     subprocess.run(["git", *args], cwd=repo, env=offline_env(repo), check=True, capture_output=True)
 

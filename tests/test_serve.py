@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -35,35 +34,17 @@ KEY = "sk-llmops-test-key-0123456789"
 
 
 @pytest.fixture(scope="module")
-def tuned(tiny_workdir, tmp_path_factory):
-    """(params, workdir) for tiny_workdir plus a trained adapter."""
-    from llmops import train
-    from llmops.config import load_params
-
-    work = tmp_path_factory.mktemp("serve") / "work"
-    shutil.copytree(tiny_workdir, work)
-    cwd = os.getcwd()
-    os.chdir(work)
-    try:
-        params = load_params()
-        train.run(params)
-    finally:
-        os.chdir(cwd)
-    return work
-
-
-@pytest.fixture(scope="module")
-def server(tuned):
+def server(trained_workdir):
     """One running server for the module (startup is the slow part), paths made absolute."""
     from llmops.config import load_params
 
     cwd = os.getcwd()
-    os.chdir(tuned)
+    os.chdir(trained_workdir)
     try:
         paths = load_params().paths
     finally:
         os.chdir(cwd)
-    base, adapter = tuned / paths.base_dir, tuned / paths.adapter_dir
+    base, adapter = trained_workdir / paths.base_dir, trained_workdir / paths.adapter_dir
     with running_server(base, adapter, api_key=KEY) as url:
         yield url, base
 
@@ -180,8 +161,8 @@ def test_access_log_never_shows_the_key_or_body(server, tmp_path):
     assert secret not in text and wrong not in text and "my key is" not in text
 
 
-def test_running_server_stops_even_on_error(tuned):
-    base = tuned / "models/base"
+def test_running_server_stops_even_on_error(trained_workdir):
+    base = trained_workdir / "models/base"
     with pytest.raises(RuntimeError, match="boom"):
         with running_server(base) as url:
             assert [m.id for m in client(url).models.list()] == ["base"]  # no adapter: base only

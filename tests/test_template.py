@@ -119,6 +119,7 @@ def baked(template_repo, tmp_path_factory) -> dict[str, Path]:
 
 # --- fast tier -------------------------------------------------------------------------------------------
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", list(ANSWERS))
 def test_exact_file_set(baked, template_repo, name):
     repo = baked[name]
@@ -137,6 +138,7 @@ def test_exact_file_set(baked, template_repo, name):
     assert {"dvc.yaml", "params.yaml", "Makefile", "pyproject.toml"} <= expected
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", list(ANSWERS))
 def test_shared_files_are_unchanged_copies(baked, template_repo, name):
     repo = baked[name]
@@ -156,6 +158,7 @@ def test_shared_files_are_unchanged_copies(baked, template_repo, name):
     assert changed, "no answer reached params.yaml"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", list(ANSWERS))
 def test_no_template_syntax_left(baked, template_repo, name):
     repo = baked[name]
@@ -168,6 +171,7 @@ def test_no_template_syntax_left(baked, template_repo, name):
             assert not cookiecutter_ref.search(path.read_text(encoding="utf-8", errors="replace")), path
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", list(ANSWERS))
 def test_answers_landed(baked, template_repo, name, monkeypatch):
     repo, answers = baked[name], ANSWERS[name]
@@ -219,6 +223,7 @@ def test_answers_landed(baked, template_repo, name, monkeypatch):
     assert remote == (["storage", answers["dvc_remote_url"], "(default)"] if answers["dvc_remote_url"] else [])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", list(ANSWERS))
 def test_git_repo_with_one_commit_and_dvc_pipeline(baked, name):
     repo = baked[name]
@@ -233,6 +238,7 @@ def test_git_repo_with_one_commit_and_dvc_pipeline(baked, name):
         assert f"Running stage '{stage}'" in dry, (stage, dry)
 
 
+@pytest.mark.integration
 def test_tracking_uri_answer_is_used_and_env_still_wins(baked, monkeypatch):
     """The mlflow_tracking_uri answer lands in params.yaml `tracking.uri`, which llmops.tracking reads."""
     from llmops.config import load_params
@@ -256,6 +262,7 @@ def test_tracking_uri_answer_is_used_and_env_still_wins(baked, monkeypatch):
         run(["git", "checkout", "params.yaml"], baked["claims"], offline_env(baked["claims"]))
 
 
+@pytest.mark.integration
 def test_bad_answers_are_rejected_before_anything_is_written(template_repo, tmp_path):
     proc = bake(template_repo, tmp_path, {**CLAIMS, "labels": "auto,auto,bad label", "gate_domain_min": "2"},
                 check=False)
@@ -264,6 +271,7 @@ def test_bad_answers_are_rejected_before_anything_is_written(template_repo, tmp_
     assert not (tmp_path / SLUGS["claims"]).exists()
 
 
+@pytest.mark.integration
 def test_cruft_link_check_and_update(template_repo, tmp_path):
     """A plain cookiecutter bake is already linked (the same .cruft.json `cruft create` writes) and up to date;
     a later template commit (a shared file, a new pipeline file, a domain file of the template) arrives with
@@ -327,6 +335,7 @@ def bucket_keys(endpoint: str, bucket: str) -> list[str]:
     return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
+@pytest.mark.integration
 def test_s3_remote_answer_pushes_and_pulls(template_repo, tmp_path, s3_server):
     endpoint, creds, bucket = s3_server
     bake(template_repo, tmp_path, CLAIMS)

@@ -100,7 +100,7 @@ def test_dvc_stage_shows_the_accelerate_config():
     from conftest import ROOT
 
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
-    assert stage["cmd"] == "llmops train-launch --config_file configs/accelerate/${train.accelerate_config}.yaml"
+    assert stage["cmd"] == "exec llmops train-launch --config_file configs/accelerate/${train.accelerate_config}.yaml"
 
 
 def test_second_launch_refuses_while_lock_is_held(tiny_workdir, in_copy_of):

@@ -33,6 +33,7 @@ def test_expected_workflows_exist():
     assert [f.name for f in FILES] == ["ci.yml", "pipeline.yml"]
 
 
+@pytest.mark.integration
 def test_zizmor_offline_reports_no_findings():
     # --strict-collection: a workflow zizmor cannot parse is an error, not silently skipped
     proc = subprocess.run([str(BIN / "zizmor"), "--offline", "--strict-collection", "--persona", "pedantic",
@@ -43,6 +44,7 @@ def test_zizmor_offline_reports_no_findings():
         assert f"completed {f.relative_to(ROOT)}" in proc.stderr or f"completed {f}" in proc.stderr, proc.stderr
 
 
+@pytest.mark.integration
 def test_github_workflow_schema():
     proc = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
                            *map(str, FILES)], capture_output=True, text=True)
