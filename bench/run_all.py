@@ -1,4 +1,4 @@
-"""Run every benchmark and write the table to reports/bench.md (quoted in the README).
+"""Run every benchmark and write the table to reports/bench.md (quoted in docs/benchmarks.md).
 
 Run:  make bench      (= python bench/run_all.py; about 15 minutes on a 2-core CPU)
       python bench/run_all.py --quick     (fewer repeats and sizes, for a smoke run)

@@ -248,7 +248,7 @@ def test_fork_pr_without_secrets_rebuilds_labelled_and_a_failed_stage_is_reporte
 
 
 def test_zz_print_timings():
-    """Printed with -s: the table the README's CI section quotes."""
+    """Printed with -s: the table docs/gate-ci-deploy.md quotes."""
     for name, t in TIMINGS.items():
         print(f"{name:32s} {t['wall_s']:6.1f}s green={t['green']} ran={t.get('ran')} "
               f"restored/unchanged={sorted(t.get('restored', []) + t.get('unchanged', []))}")

@@ -18,7 +18,7 @@ Run:  llmops judge          (dvc repro judge; offline by default: judge.provider
 5. Calibration (calibration.py): judge rules bind only for a judge that agrees with human scores on enough
    valid calibration judgments.
 
-Outputs: reports/judge.json (metrics, schema in the README), reports/judge_items.jsonl (every judgment),
+Outputs: reports/judge.json (metrics, fields in docs/judge.md), reports/judge_items.jsonl (every judgment),
 reports/judge_scores.csv (score histogram, a DVC plot); metrics mirrored into the training's MLflow run.
 """
 
