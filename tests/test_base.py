@@ -10,6 +10,7 @@ import yaml
 from llmops import base
 from llmops.config import load_params
 from llmops.errors import StageError
+from conftest import raw_params
 
 
 def test_tiny_base_is_a_standard_folder(tiny_workdir):
@@ -60,7 +61,7 @@ def test_local_base_is_pinned_by_its_weights_not_only_its_config(tmp_path, monke
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "llama"}')
     (folder / "model.safetensors").write_bytes(b"weights v1")
-    ident = base.resolve_external(Base(model=str(folder)))
+    ident = base.resolve_external(Base(**{**raw_params()["base"], "model": str(folder)}))
     assert set(ident["files"]) == {"config.json", "model.safetensors"}
     base.verify_local(ident)  # unchanged: fine
     st = (folder / "model.safetensors").stat()
