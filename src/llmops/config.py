@@ -291,7 +291,7 @@ class Params(Strict):
     deploy: Deploy
 
 
-MISSING = "missing (every knob is set in params.yaml, there is no default in code; an optional one is null)"
+MISSING_HINT = "params.yaml sets every knob, there is no default in code; an optional one is set to null"
 
 
 def _dotted(loc: tuple) -> str:
@@ -312,6 +312,8 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{_dotted(e['loc'])}: " + (MISSING if e["type"] == "missing" else e["msg"])
-                             for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        errors = exc.errors()
+        problems = "; ".join(f"{_dotted(e['loc'])}: " + ("missing" if e["type"] == "missing" else e["msg"])
+                             for e in errors)
+        hint = f" ({MISSING_HINT})" if any(e["type"] == "missing" for e in errors) else ""
+        raise ConfigError(f"{path}: {problems}{hint}") from None
