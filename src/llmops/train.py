@@ -383,7 +383,7 @@ def read_loss_curve(path: Path) -> list[dict[str, Any]]:
 
 def main() -> None:
     """Entry point for `accelerate launch -m llmops.train`: exits when the accelerate launcher dies."""
-    from llmops.cli import run_stage
+    from llmops.runner import run_stage
 
     set_parent_death_signal(signal.SIGTERM)
     if os.getpgid(os.getppid()) != os.getpgid(0):  # accelerate died before prctl: we were re-parented
