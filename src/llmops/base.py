@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmops.artifacts import atomic_dir, read_json, sha256_file, write_json
+from llmops.artifacts import atomic_dir, read_json, read_jsonl, sha256_file, write_json
 from llmops.config import Base, Params, Paths, TinyModel
 from llmops.errors import DataError, StageError
 
@@ -36,18 +36,11 @@ CHAT_TEMPLATE = (
 def read_texts(path: Path) -> list[str]:
     """Unlabelled corpus: JSONL of {"text": ...}; every line checked, errors name the line."""
     texts = []
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise DataError(path, f"not UTF-8 ({exc.reason})", lineno) from None
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"not valid JSON ({exc.msg})", lineno) from None
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(path, "missing or empty string", lineno, "text")
-            texts.append(text)
+    for lineno, record in read_jsonl(path):
+        text = record.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(path, "missing or empty string", lineno, "text")
+        texts.append(text)
     if not texts:
         raise DataError(path, "no records")
     return texts

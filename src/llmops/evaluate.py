@@ -21,8 +21,6 @@ logs the comparison into the training's MLflow run.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 import time
@@ -31,7 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmops import schemas, stats
-from llmops.artifacts import atomic_dir, read_json, sha256_tree, to_plain, write_json, write_jsonl, write_text
+from llmops.artifacts import (atomic_dir, csv_text, read_json, read_jsonl, sha256_tree, to_plain, write_json,
+                              write_jsonl, write_text)
 from llmops.config import Params
 from llmops.errors import StageError
 from llmops.schemas import AnswerStats, Baseline, EvalComparison, TaskComparison
@@ -298,7 +297,7 @@ def load_samples(folder: Path) -> dict[str, list[dict]]:
         raise StageError(f"{folder}: missing; run eval_base first (dvc repro eval_base)")
     out = {}
     for path in sorted(folder.glob("*.jsonl")):
-        out[path.stem] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        out[path.stem] = [row for _, row in read_jsonl(path)]
     return out
 
 
@@ -353,20 +352,10 @@ def label_baseline(labels: list[str]) -> Baseline:
     return Baseline(labels=len(counts), chance=1 / len(counts), majority=max(counts.values()) / len(labels))
 
 
-def _csv(header: list[str], rows: list[list]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-# Plots are long format, one bar per (item, model): DVC's bar templates colour by revision, so "base" and
-# "tuned" become neighbouring bars ("series"), and `dvc plots diff` still compares experiments bar by bar.
 def tasks_csv(compare: EvalComparison) -> str:
     rows = [[name, row.kind.value, row.metric, model, f"{name} {model}", round(getattr(row, model), 6)]
             for name, row in compare.tasks.items() for model in ("base", "tuned")]
-    return _csv(["task", "kind", "metric", "model", "series", "score"], rows)
+    return csv_text(["task", "kind", "metric", "model", "series", "score"], rows)
 
 
 def categories_csv(params: Params, summary: dict, base_samples: dict, results: dict) -> str:
@@ -378,7 +367,7 @@ def categories_csv(params: Params, summary: dict, base_samples: dict, results: d
         by_cat[base[k]["category"]]["tuned"].append(tuned[k]["score"])
     rows = [[cat, model, f"{cat} {model}", len(scores[model]), round(sum(scores[model]) / len(scores[model]), 6)]
             for cat, scores in sorted(by_cat.items()) for model in ("base", "tuned")]
-    return _csv(["category", "model", "series", "n", "accuracy"], rows)
+    return csv_text(["category", "model", "series", "n", "accuracy"], rows)
 
 
 def log_mlflow(params: Params, compare: EvalComparison) -> str | None:

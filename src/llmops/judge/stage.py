@@ -35,9 +35,8 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from llmops.artifacts import sha256_file, sha256_tree, write_json, write_jsonl, write_text
+from llmops.artifacts import safe_url, sha256_file, sha256_tree, write_json, write_jsonl, write_text
 from llmops.config import Judge, Params
 from llmops.errors import ConfigError, StageError
 from llmops.judge.cache import JudgeCache
@@ -69,13 +68,6 @@ def serving_identity() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[lib] = None
     return {"code_sha256": digest.hexdigest(), "libraries": versions}
-
-
-def safe_url(url: str) -> str:
-    """Scheme, host and path only: a query string could carry a credential (userinfo is refused by config)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 def remote_endpoint(cfg: Judge) -> Endpoint | None:
