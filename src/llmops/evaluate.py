@@ -132,7 +132,7 @@ def render_suite(dest: Path | str, params: Params | None = None) -> list[Path]:
 
 def model_config(params: Params, adapter: Path | None) -> tuple[str, dict[str, Any]]:
     """lm-eval model type and model_args for the configured backend."""
-    from llmops.base import model_reference
+    from llmops.model import model_reference
 
     name, revision = model_reference(params.paths)
     args: dict[str, Any] = {"pretrained": name, "dtype": "auto"}

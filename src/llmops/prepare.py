@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from llmops.artifacts import atomic_dir, parse_json_line, write_json, write_jsonl
-from llmops.base import load_tokenizer
+from llmops.model import load_tokenizer
 from llmops.config import Params
 from llmops.errors import DataError, StageError
 

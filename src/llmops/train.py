@@ -32,7 +32,7 @@ from typing import Any
 
 from llmops.artifacts import (atomic_dir, csv_text, environment, read_json, read_jsonl, safe_url, sha256_tree,
                               write_json, write_text)
-from llmops.base import identity, load_model, load_tokenizer
+from llmops.model import identity, load_model, load_tokenizer
 from llmops.config import Params, Train
 from llmops.errors import DataError, StageError
 

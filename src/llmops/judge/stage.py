@@ -48,7 +48,7 @@ from llmops.judge.rubric import RUBRIC_DIR, Rubric, load_rubric
 from llmops.judge.summary import bootstrap_ci, histogram_csv, item_scores, summarise_model
 
 SERVE_KEY_ENV = "LLMOPS_SERVE_API_KEY"  # read by `llmops serve`: when set, requests need this bearer key
-SERVING_MODULES = ("llmops.serve", "llmops.base")  # the server and the model loading it imports
+SERVING_MODULES = ("llmops.serve", "llmops.model")  # the server and the model loader it imports
 SERVING_LIBRARIES = ("torch", "transformers", "peft")
 UNUSED_URL = "http://127.0.0.1:9/v1"  # everything was cached: no request is sent
 
