@@ -44,6 +44,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from llmops import schemas
 from llmops.artifacts import md_table, read_json, read_jsonl, sha256_file, sha256_tree, write_text
 from llmops.config import PARAMS_FILE, Params
 from llmops.errors import StageError
@@ -108,6 +109,9 @@ def _git(*args: str) -> str | None:
 
 
 def _optional_json(path: Path) -> Any:
+    """None when missing; a contracted report (llmops.schemas) that breaks its contract stops the deploy."""
+    if path.name in schemas.CONTRACTS and path.is_file():
+        return schemas.read_plain(path)
     try:
         return read_json(path)
     except (OSError, json.JSONDecodeError):

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmops import schemas, stats
-from llmops.artifacts import (atomic_dir, csv_text, read_json, read_jsonl, sha256_tree, to_plain, write_json,
+from llmops.artifacts import (atomic_dir, csv_text, read_json, read_jsonl, sha256_tree, to_plain,
                               write_jsonl, write_text)
 from llmops.config import Params
 from llmops.errors import StageError
@@ -264,13 +264,15 @@ def run(params: Params, model: Model) -> dict[str, Any]:
         report["adapter_sha256"] = sha256_tree(adapter)
         compare = compare_models(params, summary, base_samples, results, report["adapter_sha256"])
 
+    results_contract = schemas.validate(report, schemas.TunedEvalResults if model == "tuned" else schemas.EvalResults,
+                                        f"eval_{model}.json")
     # every output is computed before the first is written: a failure above leaves none behind
     with atomic_dir(samples_dir(params, model)) as out:
         for leaf, records in sorted(results["samples"].items()):
             write_jsonl(out / f"{leaf}.jsonl", (json.loads(json.dumps(r, default=str)) for r in records))
         write_text(out / "results.json", json.dumps(stable_results(results), indent=2, sort_keys=True,
                                                     default=str) + "\n")
-    write_json(paths.report(f"eval_{model}.json"), report)
+    schemas.write(paths.report(f"eval_{model}.json"), results_contract)
     if compare is not None:
         schemas.write(paths.report(schemas.EVAL_COMPARE), compare)
         write_text(paths.report("eval_tasks.csv"), tasks_csv(compare))

@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from llmops.artifacts import atomic_dir, parse_json_line, write_json, write_jsonl
+from llmops import schemas
+from llmops.artifacts import atomic_dir, parse_json_line, write_jsonl
 from llmops.model import load_tokenizer
 from llmops.config import Params
 from llmops.errors import DataError, StageError
@@ -225,9 +226,9 @@ def dedupe(examples: list[Example]) -> tuple[list[Example], int]:
     return kept, len(examples) - len(kept)
 
 
-def percentiles(values: list[int]) -> dict[str, float]:
+def percentiles(values: list[int]) -> dict[str, float] | None:
     if not values:
-        return {}
+        return None
     arr = np.asarray(values)
     return {"p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
             "p99": float(np.percentile(arr, 99)), "max": int(arr.max()), "mean": round(float(arr.mean()), 2)}
@@ -316,9 +317,10 @@ def run(params: Params) -> dict[str, Any]:
         "truncation_policy": cfg.truncation,
         "max_seq_len": cfg.max_seq_len,
     }
+    contract = schemas.validate(stats, schemas.DataStats, schemas.DATA)  # before anything is written
     with atomic_dir(paths.prepared_dir) as out:
         write_jsonl(out / paths.prepared_train.name, train_rows)
         write_jsonl(out / paths.prepared_eval.name, eval_rows)
-        write_json(paths.report("data.json"), stats)  # inside the block: no data.json without the data
+        schemas.write(paths.report(schemas.DATA), contract)  # inside the block: no data.json without the data
     stats["runtime_s"] = round(time.perf_counter() - start, 2)
     return stats

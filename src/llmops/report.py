@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops import schemas
 from llmops.artifacts import clip, md_cell, md_table, read_jsonl, write_text
 from llmops.config import Params
 from llmops.errors import DataError
@@ -43,6 +44,11 @@ def _read(path: Path) -> tuple[Any, str | None]:
     """(data, None) or (None, why it is not available)."""
     if not path.is_file():
         return None, f"{NA} ({path} missing)"
+    if path.name in schemas.CONTRACTS:  # validated: a field that breaks its contract is named, never rendered
+        try:
+            return schemas.read_plain(path), None
+        except schemas.ContractError as exc:
+            return None, f"{NA} ({exc})"
     try:
         return json.loads(path.read_text(encoding="utf-8")), None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llmops import schemas
 from llmops.artifacts import (atomic_dir, csv_text, environment, read_json, read_jsonl, safe_url, sha256_tree,
                               write_json, write_text)
 from llmops.model import identity, load_model, load_tokenizer
@@ -175,7 +176,7 @@ def run(params: Params) -> dict[str, Any]:
         "steps": trainer.state.global_step, "examples": len(dataset), "tokens_seen": tokens,
         "trainable_params": trainable, "trainable_share": round(trainable / total, 6),
     }
-    write_json(paths.report("train.json"), metrics)
+    schemas.write(paths.report(schemas.TRAIN), schemas.validate(metrics, schemas.TrainMetrics, schemas.TRAIN))
     write_text(paths.report("train_loss.csv"), loss_curve_csv(trainer.state.log_history))
     clock.lap("save")
     perf = {

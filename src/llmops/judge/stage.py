@@ -36,7 +36,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from llmops.artifacts import safe_url, sha256_file, sha256_tree, write_json, write_jsonl, write_text
+from llmops import schemas
+from llmops.artifacts import safe_url, sha256_file, sha256_tree, write_jsonl, write_text
 from llmops.config import Judge, Params
 from llmops.errors import ConfigError, StageError
 from llmops.judge.cache import JudgeCache
@@ -267,10 +268,11 @@ def run(params: Params) -> dict[str, Any]:
         "timing_s": {"answers": round(answers_s, 2), "judging": round(judge_s, 2),
                      "total": round(time.perf_counter() - started, 2)},
     }
+    contract = schemas.validate(report, schemas.JudgeReport, schemas.JUDGE)  # before anything is written
     records.sort(key=lambda r: (r["kind"], r["rubric"], r["model"], _sort_id(r["id"]), r["repeat"]))
-    write_jsonl(paths.report("judge_items.jsonl"), records)
+    write_jsonl(paths.report(schemas.JUDGE_ITEMS), records)
     write_text(paths.report("judge_scores.csv"), histogram_csv(records, cfg.rubrics))
-    write_json(paths.report("judge.json"), report)
+    schemas.write(paths.report(schemas.JUDGE), contract)
     from llmops.tracking import log_to_training_run
 
     log_to_training_run(paths.reports, {k: v for k, v in report.items() if k != "timing_s"}, prefix="judge")
