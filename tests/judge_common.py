@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import ROOT
+from conftest import ROOT, raw_params
 from llmops import judge
 from llmops.config import Judge
 from openai_stub import StubServer
@@ -14,7 +14,7 @@ PROMPT = "Ticket 1: customer was double charged."
 def cfg(**over) -> Judge:
     base = dict(rubrics=["triage_quality"], concurrency=4, timeout_s=5, max_retries=3, bootstrap_samples=200,
                 model="judge")
-    return Judge(**{**base, **over})
+    return Judge(**{**raw_params()["judge"], **base, **over})  # params.yaml holds every default
 
 
 def shipped_rubric() -> judge.Rubric:

@@ -8,8 +8,10 @@ import pytest
 import yaml
 
 from llmops import base
+from llmops import model as loader
 from llmops.config import load_params
 from llmops.errors import StageError
+from conftest import raw_params
 
 
 def test_tiny_base_is_a_standard_folder(tiny_workdir):
@@ -45,8 +47,8 @@ def test_local_real_model_is_pinned_not_copied(tiny_workdir, in_copy_of, tmp_pat
     ident = json.loads((work / "models/base/identity.json").read_text())
     assert ident["source"] == "local" and ident["path"] == str(external)
     assert sorted(p.name for p in (work / "models/base").iterdir()) == ["identity.json"]  # no weights copied
-    assert base.model_reference(load_params().paths) == (str(external), None)
-    assert base.load_tokenizer(load_params().paths).eos_token == "<|end|>"
+    assert loader.model_reference(load_params().paths) == (str(external), None)
+    assert loader.load_tokenizer(load_params().paths).eos_token == "<|end|>"
     assert "model.safetensors" in ident["files"] and len(ident["weights_sha256"]) == 64
 
 
@@ -60,19 +62,19 @@ def test_local_base_is_pinned_by_its_weights_not_only_its_config(tmp_path, monke
     folder.mkdir()
     (folder / "config.json").write_text('{"model_type": "llama"}')
     (folder / "model.safetensors").write_bytes(b"weights v1")
-    ident = base.resolve_external(Base(model=str(folder)))
+    ident = base.resolve_external(Base(**{**raw_params()["base"], "model": str(folder)}))
     assert set(ident["files"]) == {"config.json", "model.safetensors"}
-    base.verify_local(ident)  # unchanged: fine
+    loader.verify_local(ident)  # unchanged: fine
     st = (folder / "model.safetensors").stat()
     (folder / "model.safetensors").write_bytes(b"weights v2")  # same size, other bytes
     os.utime(folder / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     with pytest.raises(StageError, match="model.safetensors changed since the base stage pinned it.*dvc repro -f base"):
-        base.verify_local(ident)
+        loader.verify_local(ident)
     (folder / "model.safetensors").write_bytes(b"weights v1")  # restored bytes (new mtime): re-hashed, accepted
-    base.verify_local(ident)
+    loader.verify_local(ident)
     (folder / "model-00002.safetensors").write_bytes(b"a new shard")
     with pytest.raises(StageError, match="model-00002.safetensors"):
-        base.verify_local(ident)
+        loader.verify_local(ident)
 
 
 def test_hub_id_offline_fails_clearly_without_downloading(tiny_workdir, in_copy_of, monkeypatch, tmp_path):

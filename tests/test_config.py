@@ -53,3 +53,29 @@ def test_not_yaml_and_missing_file(tmp_path):
         load_params(bad)
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "absent.yaml")
+
+
+def _key_paths(tree: dict, prefix: tuple = ()) -> list[tuple]:
+    paths = []
+    for key, value in tree.items():
+        paths.append((*prefix, key))
+        if isinstance(value, dict):
+            paths += _key_paths(value, (*prefix, key))
+    return paths
+
+
+def test_every_key_is_required(tmp_path, monkeypatch):
+    """params.yaml is the only source of defaults: deleting any key (section or leaf) fails by its dotted name."""
+    monkeypatch.chdir(ROOT)
+    assert load_params(write(tmp_path, raw_params()))  # nothing removed: loads
+    paths = _key_paths(raw_params())
+    assert len(paths) > 100  # every section and knob, not a sample
+    for path in paths:
+        raw = raw_params()
+        parent = raw
+        for key in path[:-1]:
+            parent = parent[key]
+        del parent[path[-1]]
+        with pytest.raises(ConfigError) as err:
+            load_params(write(tmp_path, raw))
+        assert f"{'.'.join(path)}: missing" in str(err.value), str(err.value)

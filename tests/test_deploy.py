@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_workdir, offline_env, raw_params
+from conftest import ROOT, make_workdir, offline_env, raw_params
 from llmops import deploy, gate
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
@@ -63,8 +63,8 @@ def work(tmp_path, monkeypatch):
     (work / "data/prepared").mkdir(parents=True)
     (work / "data/prepared/train.jsonl").write_text('{"messages": []}\n')
     (work / "reports").mkdir()
-    (work / "reports/data.json").write_text(json.dumps({"train": {"final": 60}, "eval": {"final": 60},
-                                                         "labels": ["billing", "transport"]}))
+    data = json.loads((ROOT / "reports/data.json").read_text())  # a valid data.json contract
+    (work / "reports/data.json").write_text(json.dumps(dict(data, labels=["billing", "transport"])))
     env = offline_env(work)
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "c"]):
         subprocess.run(cmd, cwd=work, env=env, check=True)

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import make_workdir, offline_env, raw_params
+from conftest import ROOT, make_workdir, offline_env, raw_params
 from llmops import gate, stats
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
@@ -53,14 +53,20 @@ def compare_metrics(sha: str) -> dict:
 
 
 def judge_metrics(sha: str, calibrated: bool = True) -> dict:
-    side = lambda m: {"mean": m, "ci": [m - 0.3, m + 0.3], "pass_rate": 0.6, "n": 60}  # noqa: E731
-    return {"adapter_sha256": sha, "judge_model": "base", "provider": "local",
-            "rubrics": {"triage_quality": {"rubric_sha256": "r", "tuned": side(3.6), "base": side(2.1), "delta": 1.5}},
-            "invalid_rate": 0.05, "failure_rate": 0.0, "calls": 120, "cache_hits": 0, "cache_hit_rate": 0.0,
-            "tokens": {"prompt": 1000, "completion": 100}, "cost_usd": 0.0,
-            "calibration": {"n": 30, "kappa": 0.7 if calibrated else 0.2, "exact": 0.6, "adjacent": 0.9,
-                            "min_kappa": 0.6, "calibrated": calibrated,
-                            "reason": "kappa 0.70 >= 0.6" if calibrated else "kappa 0.20 < 0.6"}}
+    """A complete judge.json (schemas.JudgeReport): the committed one with these figures."""
+    side = lambda m: {"mean": m, "ci": [m - 0.3, m + 0.3], "pass_rate": 0.6, "n": 60, "n_valid": 60,  # noqa: E731
+                      "repeat_var": None}
+    judged = json.loads((ROOT / "reports/judge.json").read_text())
+    judged.update({
+        "adapter_sha256": sha, "judge_model": "base", "provider": "local",
+        "rubrics": {"triage_quality": {"rubric_sha256": "r", "version": 1, "tuned": side(3.6), "base": side(2.1),
+                                       "delta": 1.5, "delta_ci": [1.1, 1.9]}},
+        "invalid_rate": 0.05, "failure_rate": 0.0, "calls": 120, "cache_hits": 0, "cache_hit_rate": 0.0,
+        "tokens": {"prompt": 1000, "completion": 100}, "cost_usd": 0.0})
+    judged["calibration"].update({"n": 30, "n_valid": 30, "valid_share": 1.0, "kappa": 0.7 if calibrated else 0.2,
+                                  "exact": 0.6, "adjacent": 0.9, "min_kappa": 0.6, "calibrated": calibrated,
+                                  "reason": "kappa 0.70 >= 0.6" if calibrated else "kappa 0.20 < 0.6"})
+    return judged
 
 
 @pytest.fixture
@@ -310,6 +316,8 @@ def _stale(work):
     (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(kind="forgetting")),
      "tasks.general_qa.kind"),
     (lambda w: edit(w, "judge.json", lambda j: j["calibration"].pop("calibrated")), "calibration.calibrated"),
+    (lambda w: edit(w, "judge.json", lambda j: j["rubrics"]["triage_quality"]["base"].update(mean=float("nan"))),
+     "rubrics.triage_quality.base.mean: nan is not a finite number"),  # the full judge.json is a contract
     (_stale, "stale"),
     (lambda w: write(w, "judge.json", "[1, 2]"), "valid dictionary"),
 ])

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import make_workdir, offline_env, raw_params
+from conftest import ROOT, make_workdir, offline_env, raw_params
 from llmops import gate, report
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
@@ -40,8 +40,7 @@ def pr_repo(tmp_path, monkeypatch):
     adapter = repo / "models/adapter"
     put(repo, "models/adapter/adapter_model.safetensors", "weights v1")
     put(repo, "reports/eval_compare.json", compare_metrics(sha256_tree(adapter)))
-    put(repo, "reports/data.json", {"train": {"raw": 60, "final": 60, "labels": {"billing": 10}, "tokens": {"mean": 76.2, "max": 92}},
-                                    "eval": {"raw": 60, "final": 60}, "leaked": 0, "truncation_policy": "error"})
+    put(repo, "reports/data.json", json.loads((ROOT / "reports/data.json").read_text()))  # a valid contract
     put(repo, "reports/train_perf.json", {"runtime_s": 15.25, "phases_s": {"loop": 7.03, "import": 6.95}})
     put(repo, "reports/mlflow_run.json", {"run_id": "0123abcd", "experiment_id": "1", "tracking_uri": "sqlite:///mlflow.db"})
     git(repo, "init", "-q", "-b", "main")

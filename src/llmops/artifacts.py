@@ -1,23 +1,32 @@
-"""Writing stage outputs all-or-nothing, as plain JSON, plus the run environment record.
+"""Stage files in and out: writing all-or-nothing (JSON, JSONL, CSV text), reading JSONL, Markdown tables,
+URLs fit for a report, and the run environment record.
 
 A stage that fails halfway must leave no output DVC could mistake for a result, so everything is written
-to a temporary sibling and renamed into place (rename is atomic on one filesystem).
+to a temporary sibling and renamed into place (rename is atomic on one filesystem). Every JSONL file goes
+through `read_jsonl`, so one policy decides what a bad line does: strict readers stop at it (file:line),
+tolerant ones skip it and say so on stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import math
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from llmops.errors import DataError
 
 
 def to_plain(value: Any) -> Any:
@@ -62,6 +71,129 @@ def write_jsonl(path: Path, records: Iterable[dict]) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+class _Object(dict):
+    """A JSON object that remembers keys given more than once (json.loads alone keeps the last silently)."""
+
+    duplicates: dict[str, list[Any]]
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
+    obj, seen = _Object(), {}
+    for key, value in pairs:
+        seen.setdefault(key, []).append(value)
+        obj[key] = value
+    obj.duplicates = {k: v for k, v in seen.items() if len(v) > 1}
+    return obj
+
+
+def _first_duplicate(value: Any, where: str = "") -> tuple[str, list[Any]] | None:
+    """Depth-first in document order: the dotted field of the first key given twice, and its values."""
+    if isinstance(value, _Object):
+        for key, values in value.duplicates.items():
+            return f"{where}.{key}" if where else key, values
+        children = [(f"{where}.{k}" if where else k, v) for k, v in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for child_where, child in children:
+        found = _first_duplicate(child, child_where)
+        if found:
+            return found
+    return None
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_json_line(raw: bytes, path: Path | str, line: int) -> Any:
+    """One JSONL line, strictly: UTF-8, valid JSON, no key given twice; DataError names file and line."""
+    try:
+        record = json.loads(raw.decode("utf-8"), object_pairs_hook=_object_pairs)
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"malformed JSON ({exc.msg}, column {exc.colno})", line) from None
+    except RecursionError:
+        raise DataError(path, "malformed JSON (nested too deeply)", line) from None
+    duplicate = _first_duplicate(record)
+    if duplicate:
+        where, values = duplicate
+        raise DataError(path, f"key given {len(values)} times ({', '.join(_short(v) for v in values)}); JSON "
+                        "would silently keep the last value", line, where)
+    return record
+
+
+def read_jsonl(path: Path | str, strict: bool = True, data: bytes | None = None) -> list[tuple[int, dict]]:
+    """(1-based line number, object) for each JSON-object line of `path` (or of `data`, its bytes read elsewhere,
+    e.g. from a git revision); blank lines are skipped. strict: a bad line raises DataError naming file and
+    line, and so does a missing or empty file. Tolerant: bad lines are skipped and counted on stderr."""
+    if data is None:
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise DataError(path, "not found") from None
+    rows, skipped = [], []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            record = parse_json_line(raw, path, number)
+            if not isinstance(record, dict):
+                raise DataError(path, f"expected a JSON object, got {type(record).__name__}", number)
+        except DataError:
+            if strict:
+                raise
+            skipped.append(number)
+            continue
+        rows.append((number, record))
+    if skipped:
+        shown = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
+        print(f"warning: {path}: skipped {len(skipped)} line(s) that are not JSON objects (line {shown})",
+              file=sys.stderr)
+    if strict and not rows:
+        raise DataError(path, "no records")
+    return rows
+
+
+def csv_text(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    """CSV with a header row and \\n line ends (DVC plots and diffs read these files)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def clip(text: Any, limit: int) -> str:
+    """One line of at most `limit` characters (an ellipsis marks a cut)."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def md_cell(text: Any, limit: int = 300) -> str:
+    """Text safe inside a Markdown table cell: one line, bounded length, pipes escaped; None shows as '-'."""
+    return "-" if text is None else clip(text, limit).replace("|", "\\|")
+
+
+def md_table(header: list[str], rows: Iterable[Iterable[Any]]) -> str:
+    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for a report or an identity: scheme, host and path only. Userinfo (user:token@) and the query
+    string could carry a credential; URLs without a host (sqlite:///mlflow.db, databricks) keep their path."""
+    parts = urlsplit(url)
+    if not parts.netloc:
+        return url.split("?", 1)[0].split("#", 1)[0]
+    host = parts.netloc.rsplit("@", 1)[-1].lower()
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 @contextlib.contextmanager

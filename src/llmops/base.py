@@ -8,7 +8,7 @@ Run:  llmops base          (dvc repro base)
 - anything else: a hub id or a local folder. Nothing is copied; the identity (where, which commit, a hash
   of its config) is pinned in identity.json so every later result names the exact base it came from.
 
-Either way `paths.base_dir/identity.json` is the stage's contract; `load_model` / `load_tokenizer` read it.
+Either way `paths.base_dir/identity.json` is the stage's contract; llmops.model loads the base from it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmops.artifacts import atomic_dir, read_json, sha256_file, write_json
+from llmops.artifacts import atomic_dir, read_jsonl, sha256_file, write_json
 from llmops.config import Base, Params, Paths, TinyModel
 from llmops.errors import DataError, StageError
+from llmops.model import manifest
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 # Turns end with <|end|>, which is also EOS: generation stops after one assistant turn.
@@ -36,20 +37,11 @@ CHAT_TEMPLATE = (
 def read_texts(path: Path) -> list[str]:
     """Unlabelled corpus: JSONL of {"text": ...}; every line checked, errors name the line."""
     texts = []
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise DataError(path, f"not UTF-8 ({exc.reason})", lineno) from None
-            except json.JSONDecodeError as exc:
-                raise DataError(path, f"not valid JSON ({exc.msg})", lineno) from None
-            text = record.get("text") if isinstance(record, dict) else None
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(path, "missing or empty string", lineno, "text")
-            texts.append(text)
-    if not texts:
-        raise DataError(path, "no records")
+    for lineno, record in read_jsonl(path):
+        text = record.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(path, "missing or empty string", lineno, "text")
+        texts.append(text)
     return texts
 
 
@@ -134,39 +126,6 @@ def build_tiny(paths: Paths, cfg: Base, out: Path) -> dict[str, Any]:
             "weights_sha256": sha256_file(out / "model.safetensors"), **stats}
 
 
-def manifest(folder: Path) -> dict[str, dict[str, Any]]:
-    """Every file of a local model folder (weights, config, tokenizer) with its size, mtime and sha256.
-    A local folder is pinned by content, not by its config alone: overwritten weights must not pass."""
-    out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):  # .cache/, .git/: not the model
-            continue
-        st = path.stat()
-        out[rel.as_posix()] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
-    return out
-
-
-def verify_local(ident: dict[str, Any]) -> None:
-    """The local base folder still holds the bytes the base stage pinned (StageError otherwise).
-    Files whose size and mtime are unchanged are trusted (as DVC does); the others are re-hashed."""
-    folder, pinned = Path(ident["path"]), ident.get("files")
-    if not pinned:
-        return  # an identity.json written before weights were pinned: nothing to compare with
-    rerun = "the results after it would describe weights that no longer exist; rerun: dvc repro -f base"
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
-               and not any(part.startswith(".") for part in p.relative_to(folder).parts)} if folder.is_dir() else set()
-    changed = sorted(set(pinned) ^ present)
-    for rel in sorted(set(pinned) & present):
-        st, want = (folder / rel).stat(), pinned[rel]
-        if st.st_size != want["size"] or (st.st_mtime_ns != want["mtime_ns"]
-                                          and sha256_file(folder / rel) != want["sha256"]):
-            changed.append(rel)
-    if changed:
-        raise StageError(f"base.model {folder}: {', '.join(changed[:5])} changed since the base stage pinned "
-                         f"it (added, removed or different bytes); {rerun}")
-
-
 def resolve_external(cfg: Base) -> dict[str, Any]:
     """Pin a hub id or local folder without copying weights (GPU runners keep their own HF cache)."""
     local = Path(cfg.model).expanduser()
@@ -201,34 +160,3 @@ def run(params: Params) -> dict[str, Any]:
     metrics["runtime_s"] = round(time.perf_counter() - start, 2)
     write_json(paths.report("base.json"), metrics)
     return metrics
-
-
-def identity(paths: Paths) -> dict[str, Any]:
-    if not paths.base_identity.is_file():
-        raise StageError(f"{paths.base_identity}: missing; run the base stage first (dvc repro base)")
-    return read_json(paths.base_identity)
-
-
-def model_reference(paths: Paths) -> tuple[str, str | None]:
-    """(name_or_path, revision) that from_pretrained should load for the pinned base."""
-    ident = identity(paths)
-    if ident["source"] == "local":
-        verify_local(ident)
-    return (str(paths.base_dir) if ident["source"] == "built" else ident["path"]), ident.get("revision")
-
-
-def load_tokenizer(paths: Paths):
-    from transformers import AutoTokenizer
-
-    name, revision = model_reference(paths)
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
-    if tokenizer.pad_token is None:  # many base models ship none; padding must not be a real token id
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_model(paths: Paths, dtype=None):
-    from transformers import AutoModelForCausalLM
-
-    name, revision = model_reference(paths)
-    return AutoModelForCausalLM.from_pretrained(name, revision=revision, dtype=dtype or "auto")

@@ -2,6 +2,8 @@
 
 Unknown keys, wrong types and out-of-range values fail here with the dotted key that is wrong, so a typo in
 `dvc exp run -S train.lora.rr=8` stops the stage instead of silently training with the default.
+No field has a default here: params.yaml is the one place every value lives (an optional knob is present there
+as `null`), so a deleted key fails by its dotted name instead of falling back to a second, drifting copy.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ PARAMS_FILE = Path("params.yaml")
 
 
 class Strict(BaseModel):
+    # Fields carry no defaults (see the module docstring): extra and missing keys both fail by name.
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -86,17 +89,17 @@ class Paths(Strict):
 
 
 class TinyModel(Strict):
-    vocab_size: int = Field(1024, ge=300, le=65536)
-    hidden_size: int = Field(64, ge=8)
-    intermediate_size: int = Field(256, ge=8)
-    num_layers: int = Field(2, ge=1)
-    num_heads: int = Field(4, ge=1)
-    max_position_embeddings: int = Field(512, ge=64)
-    pretrain_steps: int = Field(1000, ge=0)
-    batch_size: int = Field(16, ge=1)
-    seq_len: int = Field(128, ge=16)
-    learning_rate: float = Field(3e-3, gt=0)
-    general_weight: int = Field(8, ge=1)
+    vocab_size: int = Field(ge=300, le=65536)
+    hidden_size: int = Field(ge=8)
+    intermediate_size: int = Field(ge=8)
+    num_layers: int = Field(ge=1)
+    num_heads: int = Field(ge=1)
+    max_position_embeddings: int = Field(ge=64)
+    pretrain_steps: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    seq_len: int = Field(ge=16)
+    learning_rate: float = Field(gt=0)
+    general_weight: int = Field(ge=1)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "TinyModel":
@@ -106,23 +109,23 @@ class TinyModel(Strict):
 
 
 class Base(Strict):
-    model: str = "tiny"
-    revision: str | None = None
-    seed: int = 0
-    tiny: TinyModel = TinyModel()
+    model: str
+    revision: str | None
+    seed: int
+    tiny: TinyModel
 
 
 class Prepare(Strict):
-    min_examples: int = Field(50, ge=1)
-    max_seq_len: int = Field(256, ge=16)
-    truncation: Literal["error", "drop", "truncate"] = "error"
-    allow_leakage: bool = False
-    max_line_bytes: int = Field(1 << 20, ge=1024)
-    leakage_ngram: int = Field(3, ge=1, le=16)
-    leakage_threshold: float = Field(0.9, gt=0, le=1)
-    label_regex: str = r"Category:\s*([A-Za-z0-9_\-]+)"
-    system_prompt: Path | None = None
-    seed: int = 0
+    min_examples: int = Field(ge=1)
+    max_seq_len: int = Field(ge=16)
+    truncation: Literal["error", "drop", "truncate"]
+    allow_leakage: bool
+    max_line_bytes: int = Field(ge=1024)
+    leakage_ngram: int = Field(ge=1, le=16)
+    leakage_threshold: float = Field(gt=0, le=1)
+    label_regex: str
+    system_prompt: Path | None
+    seed: int
 
 
     @field_validator("label_regex")
@@ -145,29 +148,29 @@ class Prepare(Strict):
 
 
 class Lora(Strict):
-    r: int = Field(16, ge=1)
-    alpha: float = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    r: int = Field(ge=1)
+    alpha: float = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
     target_modules: list[str] = Field(min_length=1)
 
 
 class Train(Strict):
-    accelerate_config: str = "cpu"
-    seed: int = 42
-    epochs: float = Field(5, gt=0)
-    max_steps: int = -1
-    learning_rate: float = Field(1e-3, gt=0)
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    lr_scheduler: str = "linear"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    gradient_checkpointing: bool = False
-    logging_steps: int = Field(5, ge=1)
-    loss_eval_examples: int = Field(64, ge=1)
+    accelerate_config: str
+    seed: int
+    epochs: float = Field(gt=0)
+    max_steps: int
+    learning_rate: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    grad_accum: int = Field(ge=1)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    weight_decay: float = Field(ge=0)
+    lr_scheduler: str
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    gradient_checkpointing: bool
+    logging_steps: int = Field(ge=1)
+    loss_eval_examples: int = Field(ge=1)
     lora: Lora
-    mlflow_experiment: str = "llmops"
+    mlflow_experiment: str
 
     @field_validator("accelerate_config")
     @classmethod
@@ -178,15 +181,15 @@ class Train(Strict):
 
 
 class Eval(Strict):
-    backend: Literal["hf", "vllm"] = "hf"
-    batch_size: int | Literal["auto"] = 16
-    max_gen_toks: int = Field(48, ge=1)
-    limit: int | None = Field(None, ge=1)
+    backend: Literal["hf", "vllm"]
+    batch_size: int | Literal["auto"]
+    max_gen_toks: int = Field(ge=1)
+    limit: int | None = Field(ge=1)
     domain_task: str
     domain_tasks: list[str]
     regression_tasks: list[str]
-    bootstrap_samples: int = Field(2000, ge=100)
-    seed: int = 0
+    bootstrap_samples: int = Field(ge=100)
+    seed: int
 
     @model_validator(mode="after")
     def _domain_listed(self) -> "Eval":
@@ -207,26 +210,26 @@ class Eval(Strict):
 
 
 class Judge(Strict):
-    provider: Literal["local", "remote"] = "local"
-    base_url: str | None = None
-    model: str = "base"
+    provider: Literal["local", "remote"]
+    base_url: str | None
+    model: str
     rubrics: list[str] = Field(min_length=1)
-    repeats: int = Field(1, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    top_logprobs: int = Field(10, ge=0, le=20)
-    max_tokens: int = Field(64, ge=1)
-    concurrency: int = Field(4, ge=1)
-    timeout_s: float = Field(30, gt=0)
-    max_retries: int = Field(4, ge=0)
-    pass_threshold: float = 3.5
-    min_calibration_kappa: float = Field(0.6, ge=-1, le=1)
-    min_calibration_valid: int = Field(15, ge=2)
-    min_calibration_valid_share: float = Field(0.8, ge=0, le=1)
-    prune_cache: bool = True
-    bootstrap_samples: int = Field(2000, ge=100)
-    price_per_1k_input_tokens: float = Field(0.0, ge=0)
-    price_per_1k_output_tokens: float = Field(0.0, ge=0)
-    seed: int = 0
+    repeats: int = Field(ge=1)
+    temperature: float = Field(ge=0)
+    top_logprobs: int = Field(ge=0, le=20)
+    max_tokens: int = Field(ge=1)
+    concurrency: int = Field(ge=1)
+    timeout_s: float = Field(gt=0)
+    max_retries: int = Field(ge=0)
+    pass_threshold: float
+    min_calibration_kappa: float = Field(ge=-1, le=1)
+    min_calibration_valid: int = Field(ge=2)
+    min_calibration_valid_share: float = Field(ge=0, le=1)
+    prune_cache: bool
+    bootstrap_samples: int = Field(ge=100)
+    price_per_1k_input_tokens: float = Field(ge=0)
+    price_per_1k_output_tokens: float = Field(ge=0)
+    seed: int
 
     @field_validator("base_url")
     @classmethod
@@ -241,7 +244,6 @@ class Judge(Strict):
 
 
 class Gate(Strict):
-    # No defaults: params.yaml is the one place these live (a deleted key fails by name, never falls back)
     domain_min: float = Field(ge=0, le=1)
     domain_min_lift: float | None = Field(ge=0, le=1)  # null turns the baseline rule off
     domain_gain_significant: bool
@@ -255,20 +257,20 @@ class Gate(Strict):
 
 
 class Report(Strict):
-    base_ref: str = "origin/main"
-    max_chars: int = Field(65000, ge=1000, le=65536)
-    worst_items: int = Field(5, ge=0)
+    base_ref: str
+    max_chars: int = Field(ge=1000, le=65536)
+    worst_items: int = Field(ge=0)
 
 
 class Deploy(Strict):
     registry_name: str
-    alias: str = "production"
-    smoke_max_latency_s: float = Field(60, gt=0)
-    smoke_max_tokens: int = Field(16, ge=1)
+    alias: str
+    smoke_max_latency_s: float = Field(gt=0)
+    smoke_max_tokens: int = Field(ge=1)
 
 
 class Tracking(Strict):
-    uri: str | None = None
+    uri: str | None
 
     @field_validator("uri")
     @classmethod
@@ -278,7 +280,7 @@ class Tracking(Strict):
 
 class Params(Strict):
     paths: Paths
-    tracking: Tracking = Tracking()
+    tracking: Tracking
     base: Base
     prepare: Prepare
     train: Train
@@ -287,6 +289,9 @@ class Params(Strict):
     gate: Gate
     report: Report
     deploy: Deploy
+
+
+MISSING_HINT = "params.yaml sets every knob, there is no default in code; an optional one is set to null"
 
 
 def _dotted(loc: tuple) -> str:
@@ -307,5 +312,8 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{_dotted(e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        errors = exc.errors()
+        problems = "; ".join(f"{_dotted(e['loc'])}: " + ("missing" if e["type"] == "missing" else e["msg"])
+                             for e in errors)
+        hint = f" ({MISSING_HINT})" if any(e["type"] == "missing" for e in errors) else ""
+        raise ConfigError(f"{path}: {problems}{hint}") from None

@@ -44,7 +44,8 @@ from urllib.parse import urlparse
 
 import yaml
 
-from llmops.artifacts import read_json, sha256_file, sha256_tree, write_text
+from llmops import schemas
+from llmops.artifacts import md_table, read_json, read_jsonl, sha256_file, sha256_tree, write_text
 from llmops.config import PARAMS_FILE, Params
 from llmops.errors import StageError
 from llmops.tracking import mlflow
@@ -108,6 +109,9 @@ def _git(*args: str) -> str | None:
 
 
 def _optional_json(path: Path) -> Any:
+    """None when missing; a contracted report (llmops.schemas) that breaks its contract stops the deploy."""
+    if path.name in schemas.CONTRACTS and path.is_file():
+        return schemas.read_plain(path)
     try:
         return read_json(path)
     except (OSError, json.JSONDecodeError):
@@ -160,8 +164,9 @@ def model_card(params: Params, lin: dict, gate: dict) -> str:
         "model-index": [{"name": params.deploy.registry_name, "results": results}],
     }
     meta = {k: v for k, v in meta.items() if v is not None}
-    rows = "\n".join(f"| {n} | {t.get('kind')} | {t.get('metric')} | {t.get('n')} | {t.get('base')} | {t.get('tuned')} "
-                     f"| {t.get('delta_ci')} | {t.get('ratio')} |" for n, t in tasks.items())
+    table = md_table(["task", "kind", "metric", "n", "base", "tuned", "delta 95% CI", "ratio"],
+                     [[n, *(t.get(k) for k in ("kind", "metric", "n", "base", "tuned", "delta_ci", "ratio"))]
+                      for n, t in tasks.items()] or [["not available", "", "", "", "", "", "", ""]])
     judged = "\n".join(f"- {r}: tuned mean {(v.get('tuned') or {}).get('mean')} (base {(v.get('base') or {}).get('mean')})"
                        for r, v in (judge.get("rubrics") or {}).items()) or "- not available"
     train = params.train.model_dump(mode="json")
@@ -178,8 +183,7 @@ def model_card(params: Params, lin: dict, gate: dict) -> str:
         f"Prepared data sha256 `{lin['data_sha256']}`.", "",
         "## Training parameters", "", "```yaml", yaml.safe_dump({"train": train}, sort_keys=False).rstrip(), "```", "",
         "## Evaluation", "",
-        "| task | kind | metric | n | base | tuned | delta 95% CI | ratio |", "|---|---|---|---|---|---|---|---|",
-        rows or "| not available | | | | | | | |", "", "LLM judge:", judged, "",
+        table, "", "LLM judge:", judged, "",
         f"Gate verdict: **{gate.get('verdict')}** ({len(gate.get('rules', []))} rules; see `gate.json` logged with this version).", "",
         "## Lineage", "",
         f"- git commit: `{lin['git_sha']}`" + (" (working tree had uncommitted changes)" if lin["git_dirty"] else ""),
@@ -218,9 +222,9 @@ def smoke_test(params: Params, version_dir: Path) -> dict:
 
     messages = [{"role": "user", "content": "Smoke test: a fiber cut isolated site B18."}]
     if params.paths.prepared_eval.is_file():
-        first = params.paths.prepared_eval.read_text(encoding="utf-8").splitlines()[:1]
+        first = read_jsonl(params.paths.prepared_eval, strict=False)[:1]
         if first:
-            messages = json.loads(first[0]).get("messages") or messages
+            messages = first[0][1].get("messages") or messages
     body = json.dumps({"model": "tuned", "messages": messages, "max_tokens": params.deploy.smoke_max_tokens,
                        "temperature": 0}).encode()
     version = load_version(version_dir)

@@ -21,8 +21,6 @@ logs the comparison into the training's MLflow run.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 import time
@@ -31,7 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmops import schemas, stats
-from llmops.artifacts import atomic_dir, read_json, sha256_tree, to_plain, write_json, write_jsonl, write_text
+from llmops.artifacts import (atomic_dir, csv_text, read_json, read_jsonl, sha256_tree, to_plain,
+                              write_jsonl, write_text)
 from llmops.config import Params
 from llmops.errors import StageError
 from llmops.schemas import AnswerStats, Baseline, EvalComparison, TaskComparison
@@ -133,7 +132,7 @@ def render_suite(dest: Path | str, params: Params | None = None) -> list[Path]:
 
 def model_config(params: Params, adapter: Path | None) -> tuple[str, dict[str, Any]]:
     """lm-eval model type and model_args for the configured backend."""
-    from llmops.base import model_reference
+    from llmops.model import model_reference
 
     name, revision = model_reference(params.paths)
     args: dict[str, Any] = {"pretrained": name, "dtype": "auto"}
@@ -265,13 +264,15 @@ def run(params: Params, model: Model) -> dict[str, Any]:
         report["adapter_sha256"] = sha256_tree(adapter)
         compare = compare_models(params, summary, base_samples, results, report["adapter_sha256"])
 
+    results_contract = schemas.validate(report, schemas.TunedEvalResults if model == "tuned" else schemas.EvalResults,
+                                        f"eval_{model}.json")
     # every output is computed before the first is written: a failure above leaves none behind
     with atomic_dir(samples_dir(params, model)) as out:
         for leaf, records in sorted(results["samples"].items()):
             write_jsonl(out / f"{leaf}.jsonl", (json.loads(json.dumps(r, default=str)) for r in records))
         write_text(out / "results.json", json.dumps(stable_results(results), indent=2, sort_keys=True,
                                                     default=str) + "\n")
-    write_json(paths.report(f"eval_{model}.json"), report)
+    schemas.write(paths.report(f"eval_{model}.json"), results_contract)
     if compare is not None:
         schemas.write(paths.report(schemas.EVAL_COMPARE), compare)
         write_text(paths.report("eval_tasks.csv"), tasks_csv(compare))
@@ -298,7 +299,7 @@ def load_samples(folder: Path) -> dict[str, list[dict]]:
         raise StageError(f"{folder}: missing; run eval_base first (dvc repro eval_base)")
     out = {}
     for path in sorted(folder.glob("*.jsonl")):
-        out[path.stem] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        out[path.stem] = [row for _, row in read_jsonl(path)]
     return out
 
 
@@ -353,20 +354,10 @@ def label_baseline(labels: list[str]) -> Baseline:
     return Baseline(labels=len(counts), chance=1 / len(counts), majority=max(counts.values()) / len(labels))
 
 
-def _csv(header: list[str], rows: list[list]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-# Plots are long format, one bar per (item, model): DVC's bar templates colour by revision, so "base" and
-# "tuned" become neighbouring bars ("series"), and `dvc plots diff` still compares experiments bar by bar.
 def tasks_csv(compare: EvalComparison) -> str:
     rows = [[name, row.kind.value, row.metric, model, f"{name} {model}", round(getattr(row, model), 6)]
             for name, row in compare.tasks.items() for model in ("base", "tuned")]
-    return _csv(["task", "kind", "metric", "model", "series", "score"], rows)
+    return csv_text(["task", "kind", "metric", "model", "series", "score"], rows)
 
 
 def categories_csv(params: Params, summary: dict, base_samples: dict, results: dict) -> str:
@@ -378,7 +369,7 @@ def categories_csv(params: Params, summary: dict, base_samples: dict, results: d
         by_cat[base[k]["category"]]["tuned"].append(tuned[k]["score"])
     rows = [[cat, model, f"{cat} {model}", len(scores[model]), round(sum(scores[model]) / len(scores[model]), 6)]
             for cat, scores in sorted(by_cat.items()) for model in ("base", "tuned")]
-    return _csv(["category", "model", "series", "n", "accuracy"], rows)
+    return csv_text(["category", "model", "series", "n", "accuracy"], rows)
 
 
 def log_mlflow(params: Params, compare: EvalComparison) -> str | None:

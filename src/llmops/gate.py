@@ -35,7 +35,7 @@ from llmops import stats
 from llmops.artifacts import sha256_tree
 from llmops.config import Params
 from llmops.schemas import (EVAL_COMPARE, GATE, JUDGE, ContractError, EvalComparison, GateReport, GateRule,
-                            JudgeSummary, TaskComparison, TaskKind, Verdict, read, write)
+                            JudgeReport, TaskComparison, TaskKind, Verdict, read, write)
 
 
 def _fmt(value: float | None) -> str:
@@ -129,7 +129,7 @@ def eval_rules(params: Params, compare: EvalComparison, src: str, problems: list
     return rules
 
 
-def judge_rules(params: Params, judge: JudgeSummary, src: str, problems: list[str]) -> list[GateRule]:
+def judge_rules(params: Params, judge: JudgeReport, src: str, problems: list[str]) -> list[GateRule]:
     g, rules = params.gate, []
     calibrated = judge.calibration.calibrated
     advisory = f"advisory: judge not calibrated ({judge.calibration.reason or 'no reason given'})"
@@ -184,7 +184,7 @@ def evaluate(params: Params) -> GateReport:
     compare = _load(paths.report(EVAL_COMPARE), EvalComparison, adapter_sha, problems)
     if compare is not None:
         rules += eval_rules(params, compare, str(paths.report(EVAL_COMPARE)), problems)
-    judge = _load(paths.report(JUDGE), JudgeSummary, adapter_sha, problems)
+    judge = _load(paths.report(JUDGE), JudgeReport, adapter_sha, problems)
     if judge is not None:
         rules += judge_rules(params, judge, str(paths.report(JUDGE)), problems)
     failed = [r for r in rules if r.binding and not r.passed]

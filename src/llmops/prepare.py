@@ -20,7 +20,6 @@ Writes paths.prepared_dir/{train,eval}.jsonl and reports/data.json (counts, drop
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import time
@@ -32,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from llmops.artifacts import atomic_dir, write_json, write_jsonl
-from llmops.base import load_tokenizer
+from llmops import schemas
+from llmops.artifacts import atomic_dir, parse_json_line, write_jsonl
+from llmops.model import load_tokenizer
 from llmops.config import Params
 from llmops.errors import DataError, StageError
 
@@ -97,60 +97,6 @@ def _text(value: Any, path: Path, line: int, name: str) -> str:
         raise DataError(path, "is empty: no visible character (only whitespace, zero-width or format characters)",
                         line, name)
     return value
-
-
-class _Object(dict):
-    """A JSON object that remembers keys given more than once (json.loads alone keeps the last silently)."""
-
-    duplicates: dict[str, list[Any]]
-
-
-def _object_pairs(pairs: list[tuple[str, Any]]) -> _Object:
-    obj, seen = _Object(), {}
-    for key, value in pairs:
-        seen.setdefault(key, []).append(value)
-        obj[key] = value
-    obj.duplicates = {k: v for k, v in seen.items() if len(v) > 1}
-    return obj
-
-
-def _first_duplicate(value: Any, where: str = "") -> tuple[str, list[Any]] | None:
-    """Depth-first in document order: the dotted field of the first key given twice, and its values."""
-    if isinstance(value, _Object):
-        for key, values in value.duplicates.items():
-            return f"{where}.{key}" if where else key, values
-        children = [(f"{where}.{k}" if where else k, v) for k, v in value.items()]
-    elif isinstance(value, list):
-        children = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
-    else:
-        return None
-    for child_where, child in children:
-        found = _first_duplicate(child, child_where)
-        if found:
-            return found
-    return None
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def parse_line(raw: bytes, path: Path, line: int) -> Any:
-    try:
-        record = json.loads(raw.decode("utf-8"), object_pairs_hook=_object_pairs)
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not valid UTF-8 ({exc.reason} at byte {exc.start})", line) from None
-    except json.JSONDecodeError as exc:
-        raise DataError(path, f"malformed JSON ({exc.msg}, column {exc.colno})", line) from None
-    except RecursionError:
-        raise DataError(path, "malformed JSON (nested too deeply)", line) from None
-    duplicate = _first_duplicate(record)
-    if duplicate:
-        where, values = duplicate
-        raise DataError(path, f"key given {len(values)} times ({', '.join(_short(v) for v in values)}); JSON "
-                        "would silently keep the last value", line, where)
-    return record
 
 
 def _ending(raw: bytes) -> int:
@@ -220,7 +166,7 @@ def read_examples(path: Path, system_prompt: str | None, label_regex: re.Pattern
                                 "(rejected before parsing or tokenising)", line)
             if not raw.strip():
                 raise DataError(path, "blank line", line)
-            record = parse_line(raw, path, line)
+            record = parse_json_line(raw, path, line)
             example = parse_record(record, path, line, system_prompt)
             match = label_regex.search(example.answer)
             if not match:
@@ -280,9 +226,9 @@ def dedupe(examples: list[Example]) -> tuple[list[Example], int]:
     return kept, len(examples) - len(kept)
 
 
-def percentiles(values: list[int]) -> dict[str, float]:
+def percentiles(values: list[int]) -> dict[str, float] | None:
     if not values:
-        return {}
+        return None
     arr = np.asarray(values)
     return {"p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
             "p99": float(np.percentile(arr, 99)), "max": int(arr.max()), "mean": round(float(arr.mean()), 2)}
@@ -371,9 +317,10 @@ def run(params: Params) -> dict[str, Any]:
         "truncation_policy": cfg.truncation,
         "max_seq_len": cfg.max_seq_len,
     }
+    contract = schemas.validate(stats, schemas.DataStats, schemas.DATA)  # before anything is written
     with atomic_dir(paths.prepared_dir) as out:
         write_jsonl(out / paths.prepared_train.name, train_rows)
         write_jsonl(out / paths.prepared_eval.name, eval_rows)
-        write_json(paths.report("data.json"), stats)  # inside the block: no data.json without the data
+        schemas.write(paths.report(schemas.DATA), contract)  # inside the block: no data.json without the data
     stats["runtime_s"] = round(time.perf_counter() - start, 2)
     return stats

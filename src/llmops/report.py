@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmops.artifacts import write_text
+from llmops import schemas
+from llmops.artifacts import clip, md_cell, md_table, read_jsonl, write_text
 from llmops.config import Params
+from llmops.errors import DataError
 from llmops.github import MARKER
 BASE_REF_ENV = "LLMOPS_REPORT_BASE_REF"
 NA = "_not available_"
@@ -42,6 +44,11 @@ def _read(path: Path) -> tuple[Any, str | None]:
     """(data, None) or (None, why it is not available)."""
     if not path.is_file():
         return None, f"{NA} ({path} missing)"
+    if path.name in schemas.CONTRACTS:  # validated: a field that breaks its contract is named, never rendered
+        try:
+            return schemas.read_plain(path), None
+        except schemas.ContractError as exc:
+            return None, f"{NA} ({exc})"
     try:
         return json.loads(path.read_text(encoding="utf-8")), None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -64,22 +71,6 @@ def _ci(pair: Any) -> str:
     return f"[{_f(pair[0])}, {_f(pair[1])}]" if isinstance(pair, list) and len(pair) == 2 else ""
 
 
-def _clip(text: Any, limit: int) -> str:
-    s = " ".join(str(text).split())
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def _cell(text: Any, limit: int = 300) -> str:
-    """Text safe inside a Markdown table cell: one line, bounded length, pipes escaped."""
-    return _clip(text, limit).replace("|", "\\|")
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("-" if c is None else _cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _dvc_diff(kind: str, base_ref: str) -> str:
     """DVC's own Markdown diff of the workspace against base_ref (`dvc params diff` / `dvc metrics diff`)."""
     try:
@@ -88,7 +79,7 @@ def _dvc_diff(kind: str, base_ref: str) -> str:
         return f"{NA} (`dvc {kind} diff` could not run: {exc})"
     if proc.returncode:
         why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"{NA} (`dvc {kind} diff {base_ref}` failed: {_cell(why, 200)})"
+        return f"{NA} (`dvc {kind} diff {base_ref}` failed: {md_cell(why, 200)})"
     return proc.stdout.strip() or f"No {kind} changed against `{base_ref}`."
 
 
@@ -108,7 +99,7 @@ def _metrics_diff(base_ref: str) -> tuple[dict | None, str | None]:
         return None, f"{NA} (`dvc metrics diff` could not run: {exc})"
     if proc.returncode:
         why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return None, f"{NA} (`dvc metrics diff {base_ref}` failed: {_cell(why, 200)}){_ref_hint(base_ref)}"
+        return None, f"{NA} (`dvc metrics diff {base_ref}` failed: {md_cell(why, 200)}){_ref_hint(base_ref)}"
     try:
         return json.loads(proc.stdout or "{}"), None
     except json.JSONDecodeError as exc:
@@ -136,10 +127,10 @@ def metrics_diff_section(base_ref: str) -> str:
     header = ["metric", base_ref, "this PR", "change"]
     if not decision and not bookkeeping:
         return f"No metric changed against `{base_ref}`."
-    out = [_table(header, decision) if decision else f"No decision metric changed against `{base_ref}`."]
+    out = [md_table(header, decision) if decision else f"No decision metric changed against `{base_ref}`."]
     if bookkeeping:
         out += ["", f"<details><summary>{len(bookkeeping)} bookkeeping metrics changed (hashes, runtimes, "
-                    "tokens, cache counters)</summary>", "", _table(header, bookkeeping), "", "</details>"]
+                    "tokens, cache counters)</summary>", "", md_table(header, bookkeeping), "", "</details>"]
     return "\n".join(out)
 
 
@@ -168,8 +159,8 @@ def _load_tuned_samples(params: Params, read) -> tuple[dict[str, list[dict]], di
 
     samples = {}
     for leaf in (leaf for task in params.eval.tasks for leaf in leaves(results, task)):
-        text = read(folder / f"{leaf}.jsonl").decode("utf-8")
-        samples[leaf] = [json.loads(line) for line in text.splitlines() if line.strip()]
+        path = folder / f"{leaf}.jsonl"
+        samples[leaf] = [row for _, row in read_jsonl(path, data=read(path))]
     return samples, results
 
 
@@ -194,13 +185,13 @@ def vs_base_section(params: Params, base_ref: str) -> str:
 
     try:
         ours, our_results = _load_tuned_samples(params, lambda p: p.read_bytes())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, DataError) as exc:
         return f"{NA} (this run's tuned eval samples: {exc})"
     try:
         theirs, their_results = _load_tuned_samples(params, lambda p: _base_ref_file(base_ref, p))
     except Exception as exc:  # dvc.api raises many kinds: missing rev, not in cache or remote, no remote
         return (f"{NA}: the tuned eval samples of `{base_ref}` are neither in the local DVC cache nor in a "
-                f"DVC remote ({type(exc).__name__}: {_cell(exc, 160)}). Push them from the base branch "
+                f"DVC remote ({type(exc).__name__}: {md_cell(exc, 160)}). Push them from the base branch "
                 "(`dvc push`, CI does on the default branch) to compare item by item.")
     alpha = params.gate.alpha * 2  # the gate's one-sided alpha as a two-sided level
     rows, notes = [], []
@@ -222,7 +213,7 @@ def vs_base_section(params: Params, base_ref: str) -> str:
                      f"p {row['p_value']:.2g}, {verdict}"])
     lines = [f"The tuned model of this PR against the tuned model of `{base_ref}`, item by item (paired; "
              f"two-sided p against {alpha:g}).", "",
-             _table(["task", "n", base_ref, "this PR", "delta [95% CI]", "gained / lost", "verdict"], rows)]
+             md_table(["task", "n", base_ref, "this PR", "delta [95% CI]", "gained / lost", "verdict"], rows)]
     ours_env = _environment(params.paths.report("train_perf.json").read_text(encoding="utf-8")
                             if params.paths.report("train_perf.json").is_file() else None)
     theirs_env = _environment(_git_show(base_ref, params.paths.report("train_perf.json")))
@@ -246,13 +237,13 @@ def gate_section(gate: dict | None, why: str | None) -> str:
     rows = [["✅" if r.get("passed") else "❌" if r.get("binding") else "⚠️", r.get("rule"), "binding" if r.get("binding") else "advisory",
              _g(r.get("observed")), f"{r.get('op')} {_g(r.get('threshold'))}", r.get("reason"), r.get("detail")]
             for r in gate.get("rules", [])]
-    lines.append(_table(["", "rule", "kind", "observed", "threshold", "reason", "statistics"], rows))
+    lines.append(md_table(["", "rule", "kind", "observed", "threshold", "reason", "statistics"], rows))
     lines += ["", "`domain_gain` is the exact one-sided McNemar p of a gain, against the gate's alpha. "
               "`regression:*` compares tuned - base with minus the allowed margin: the observed delta "
               "(`gate.regression_rule: point`) or its one-sided lower confidence bound (`noninferiority`); "
               "the statistics column gives both. *one item* is what a single eval answer moves a task's score."]
     if gate.get("errors"):
-        lines += ["", "**The gate could not judge:**", *[f"- {_cell(e, 500)}" for e in gate["errors"]]]
+        lines += ["", "**The gate could not judge:**", *[f"- {md_cell(e, 500)}" for e in gate["errors"]]]
     return "\n".join(lines)
 
 
@@ -278,7 +269,7 @@ def tasks_section(compare: dict | None, why: str | None) -> str:
         notes.append(f"- ⚠️ **Degenerate output**: {finding}.")
     return ("95% confidence intervals in brackets; p is two-sided (the gate runs its own one-sided tests); "
             "*gained/lost* counts items only one model got right.\n\n"
-            + _table(["task", "kind", "metric", "n", "one item", "base", "tuned", "delta [CI]", "ratio [CI]",
+            + md_table(["task", "kind", "metric", "n", "one item", "base", "tuned", "delta [CI]", "ratio [CI]",
                       "gained / lost", "p", "test"], rows) + ("\n\n" + "\n".join(notes) if notes else ""))
 
 
@@ -300,7 +291,7 @@ def chart_section(compare: dict | None, why: str | None) -> str:
              if isinstance(t.get("base"), (int, float)) and isinstance(t.get("tuned"), (int, float))]
     if not pairs:
         return why or NA
-    labels = ", ".join(f'"{_cell(n, 40).replace(chr(34), "")} {side}"' for n, _, _ in pairs
+    labels = ", ".join(f'"{md_cell(n, 40).replace(chr(34), "")} {side}"' for n, _, _ in pairs
                        for side in ("base", "tuned"))
     base = ", ".join(f"{v:.4f}, 0" for _, v, _ in pairs)
     tuned = ", ".join(f"0, {v:.4f}" for _, _, v in pairs)
@@ -323,8 +314,8 @@ def judge_section(judge: dict | None, why: str | None) -> str:
     return "\n".join([
         f"Judge `{judge.get('judge_model')}` ({judge.get('provider')}); calibrated: **{cal.get('calibrated')}** "
         f"(kappa {_f(cal.get('kappa'))} vs min {_f(cal.get('min_kappa'))} on {cal.get('n')} human labels; "
-        f"{_cell(cal.get('reason', ''), 200)}). Uncalibrated judge scores are advisory.", "",
-        _table(["rubric", "tuned mean", "CI", "base mean", "delta", "tuned pass rate", "n"], rows), "",
+        f"{md_cell(cal.get('reason', ''), 200)}). Uncalibrated judge scores are advisory.", "",
+        md_table(["rubric", "tuned mean", "CI", "base mean", "delta", "tuned pass rate", "n"], rows), "",
         f"invalid rate {_f(judge.get('invalid_rate'))}, failure rate {_f(judge.get('failure_rate'))}, "
         f"{judge.get('calls')} calls ({_f(judge.get('cache_hit_rate'))} cache hits), "
         f"tokens {tokens.get('prompt')} in / {tokens.get('completion')} out, cost ${_f(judge.get('cost_usd'), 4)}"])
@@ -334,22 +325,16 @@ def worst_items_section(path: Path, n: int) -> str:
     """The n lowest-scored judgments of the tuned model's eval answers (reports/judge_items.jsonl)."""
     if not path.is_file():
         return f"{NA} ({path} missing)"
-    items = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if (isinstance(item, dict) and isinstance(item.get("score"), (int, float))
-                and item.get("model") == "tuned" and item.get("kind", "eval") == "eval"):
-            items.append(item)
+    items = [item for _, item in read_jsonl(path, strict=False)  # a bad line costs one row, not the comment
+             if isinstance(item.get("score"), (int, float)) and item.get("model") == "tuned"
+             and item.get("kind", "eval") == "eval"]
     if not items:
         return f"{NA} (no scored tuned items in {path})"
     items.sort(key=lambda i: (i["score"], str(i.get("id"))))
-    rows = [[i.get("id"), i.get("rubric"), _f(float(i["score"]), 2), _clip(i.get("answer") or "", 200),
-             _clip(i.get("reference") or "", 120), _clip(i.get("reasoning") or i.get("error") or "", 200)]
+    rows = [[i.get("id"), i.get("rubric"), _f(float(i["score"]), 2), clip(i.get("answer") or "", 200),
+             clip(i.get("reference") or "", 120), clip(i.get("reasoning") or i.get("error") or "", 200)]
             for i in items[:n]]
-    return _table(["item", "rubric", "score", "tuned answer", "reference", "judge's reasoning"], rows)
+    return md_table(["item", "rubric", "score", "tuned answer", "reference", "judge's reasoning"], rows)
 
 
 def data_section(data: dict | None, why: str | None) -> str:
@@ -362,7 +347,7 @@ def data_section(data: dict | None, why: str | None) -> str:
         rows.append([split, s.get("raw"), s.get("final"), s.get("duplicates_dropped"), s.get("dropped_too_long"),
                      s.get("truncated"), _f(tok.get("mean"), 1), tok.get("max"),
                      ", ".join(f"{k}: {v}" for k, v in (s.get("labels") or {}).items())])
-    return (_table(["split", "raw", "final", "duplicates", "too long", "truncated", "mean tokens", "max tokens",
+    return (md_table(["split", "raw", "final", "duplicates", "too long", "truncated", "mean tokens", "max tokens",
                     "labels"], rows)
             + f"\n\nTrain/eval leakage: {data.get('leaked')} pair(s) at or above the threshold"
             + (f" (most similar pair {_f(leak.get('max_similarity'), 2)} vs threshold {_f(leak.get('threshold'), 2)})"
@@ -380,7 +365,7 @@ def runtime_section(reports: Path) -> str:
                            if isinstance(data.get("timing_s"), dict) else None)
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
             rows.append([path.stem, _f(float(seconds), 1)])
-    return _table(["stage (report file)", "runtime (s)"], rows) if rows else NA
+    return md_table(["stage (report file)", "runtime (s)"], rows) if rows else NA
 
 
 def build(params: Params, base_ref: str) -> str:
@@ -488,13 +473,13 @@ def write_failure(reports: Path, outcomes: str, log_path: Path | None) -> dict:
         lines += [f"Build: {os.environ[BUILD_MODE_ENV]}", ""]
     lines += [f"## :x: Pipeline failed at step `{failed_steps[0]}`" + (f", stage `{stage}`" if stage else ""), "",
               "No gate verdict: nothing was judged, and no results from an earlier run are shown.", "",
-              "| step | outcome |", "|---|---|", *(f"| {n} | {o or 'not run'} |" for n, o in steps.items()), ""]
+              md_table(["step", "outcome"], [[n, o or "not run"] for n, o in steps.items()]), ""]
     if stage:
         before = [s for s in stages["ran"] if s != stage]
         lines += [f"Stages before it: ran {', '.join(before) or 'none'}; restored "
                   f"{', '.join(stages['restored']) or 'none'}; unchanged {', '.join(stages['unchanged']) or 'none'}.", ""]
     if errors:
-        lines += ["Why:", "", *(f"> {_clip(e, 500)}" for e in errors[-5:]), ""]
+        lines += ["Why:", "", *(f"> {clip(e, 500)}" for e in errors[-5:]), ""]
     if tail:
         lines += [f"<details><summary>last {FAILED_LOG_LINES} lines of the log</summary>", "", "```", tail, "```",
                   "", "</details>", ""]

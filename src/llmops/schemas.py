@@ -5,8 +5,9 @@ meaning live here once instead of in dotted-string lookups spread over the stage
 value validates anywhere (`allow_inf_nan=False`): a metric that is not a number is an error the reader
 names, never a silent pass.
 
-Used by: evaluate (writes eval_compare.json), gate (reads eval_compare.json and judge.json, writes
-gate.json), report and deploy (read them).
+Used by: prepare (writes data.json), train (train.json), evaluate (eval_<model>.json, eval_compare.json),
+judge (judge.json), gate (reads eval_compare.json and judge.json, writes gate.json), report and deploy (read
+them). tests/test_schemas.py validates every committed reports/*.json against its model.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from llmops.artifacts import write_json
+from llmops.errors import StageError
 
 # The file names, relative to paths.reports (dvc.yaml names the same files).
 DATA = "data.json"
 TRAIN = "train.json"
 TRAIN_PERF = "train_perf.json"
+EVAL_BASE = "eval_base.json"
+EVAL_TUNED = "eval_tuned.json"
 EVAL_COMPARE = "eval_compare.json"
 JUDGE = "judge.json"
 JUDGE_ITEMS = "judge_items.jsonl"
@@ -48,8 +52,9 @@ class Verdict(StrEnum):
         return {"pass": 0, "fail": 1, "error": 2}[self.value]
 
 
-class ContractError(ValueError):
-    """A stage output that does not match its contract; the message names the file and the field."""
+class ContractError(StageError, ValueError):
+    """A stage output that does not match its contract; the message names the file and the field. A writer
+    that produces one stops like any user-facing error (one line, exit 1); the gate makes it "could not judge"."""
 
 
 class Contract(BaseModel):
@@ -121,32 +126,190 @@ class EvalComparison(Contract):
     tasks: dict[str, TaskComparison]
 
 
-class JudgeScores(BaseModel):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-    mean: float | None = None
-    n: int | None = None
+class JudgeScores(Contract):
+    """One model's rubric scores over the eval items (llmops.judge.summary.summarise_model)."""
+
+    mean: float | None      # mean of per-item mean scores; None when no item was validly judged
+    ci: Interval | None     # bootstrap CI of that mean
+    pass_rate: Probability  # items whose mean >= judge.pass_threshold, over every item (invalid never passes)
+    n: int = Field(ge=0)
+    n_valid: int = Field(ge=0)
+    repeat_var: float | None = Field(ge=0)  # mean within-item variance over repeats (judge.repeats > 1)
 
 
-class JudgeRubric(BaseModel):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+class JudgeRubric(Contract):
+    rubric_sha256: str
+    version: int
     tuned: JudgeScores
+    base: JudgeScores
+    delta: float | None       # tuned mean - base mean
+    delta_ci: Interval | None  # paired bootstrap over the items valid for both
 
 
-class JudgeCalibration(BaseModel):
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+class JudgeCalibration(Contract):
+    """Agreement with human scores and whether judge rules may bind (llmops.judge.calibration)."""
+
+    n: int = Field(ge=0)
+    n_valid: int = Field(ge=0)
+    valid_share: Probability
+    kappa: float | None = Field(ge=-1, le=1)
+    exact: Probability
+    adjacent: Probability
+    min_kappa: float
+    min_valid: int
+    min_valid_share: Probability
     calibrated: bool
-    reason: str | None = None
+    reason: str
 
 
-class JudgeSummary(BaseModel):
-    """The fields of reports/judge.json other stages rely on (the judge writes more; extra is kept)."""
+class JudgePair(Contract):
+    model: str | None
+    system_fingerprint: str | None
+    n: int = Field(ge=1)
 
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+class JudgeProvenance(Contract):
+    """What the provider said answered: more than one (model, fingerprint) pair = the model changed mid-run."""
+
+    models: list[str]
+    system_fingerprints: list[str]
+    judgments_per_pair: list[JudgePair]
+    changed: bool
+
+
+class JudgeErrorCount(Contract):
+    error: str
+    message: str
+    n: int = Field(ge=1)
+
+
+class Tokens(Contract):
+    prompt: int = Field(ge=0)
+    completion: int = Field(ge=0)
+
+
+class Serving(Contract):
+    code_sha256: str
+    libraries: dict[str, str | None]
+
+
+class JudgeReport(Contract):
+    """reports/judge.json (llmops.judge.stage.run)."""
+
     adapter_sha256: str
-    calibration: JudgeCalibration
+    judge_model: str
+    provider: str
+    judge_endpoint: str  # "local", or the remote URL without credentials
+    judge_reported: JudgeProvenance
+    serving: Serving
+    repeats: int = Field(ge=1)
     rubrics: dict[str, JudgeRubric]
     invalid_rate: Probability
     failure_rate: Probability
+    errors: list[JudgeErrorCount]
+    logprobs_fallback: bool
+    logprobs_fallback_reason: str | None
+    calls: int = Field(ge=0)
+    attempts: int = Field(ge=0)
+    retries: int = Field(ge=0)
+    cache_hits: int = Field(ge=0)
+    cache_hit_rate: Probability
+    tokens: Tokens            # this run's calls
+    cost_usd: float = Field(ge=0)
+    results_tokens: Tokens    # what the judgments in the results took when they were made (cached or not)
+    results_cost_usd: float = Field(ge=0)
+    cache_pruned: int = Field(ge=0)
+    cache_entries: int = Field(ge=0)
+    answer_calls: int = Field(ge=0)
+    answer_cache_hits: int = Field(ge=0)
+    answer_failures: int = Field(ge=0)
+    model_server_started: bool
+    calibration: JudgeCalibration
+    timing_s: dict[str, float]
+
+
+class TokenStats(Contract):
+    """Prompt + answer token counts of a split's kept examples."""
+
+    p50: float
+    p90: float
+    p99: float
+    max: int
+    mean: float
+
+
+class SplitStats(Contract):
+    raw: int = Field(ge=0)
+    duplicates_dropped: int = Field(ge=0)
+    final: int = Field(ge=0)
+    dropped_too_long: int = Field(ge=0)
+    truncated: int = Field(ge=0)
+    tokens: TokenStats | None  # None: no example kept
+    labels: dict[str, int]
+
+
+class LeakPair(Contract):
+    train: str  # file:line
+    eval: str
+    similarity: float = Field(ge=0, le=1)
+
+
+class Leakage(Contract):
+    ngram: int = Field(ge=1)
+    threshold: float
+    max_similarity: float = Field(ge=0, le=1)
+    most_similar: LeakPair | None
+    pairs: list[LeakPair]
+
+
+class DataStats(Contract):
+    """reports/data.json (llmops.prepare.run)."""
+
+    train: SplitStats
+    eval: SplitStats
+    leaked: int = Field(ge=0)  # training examples in at least one leaked pair
+    leakage: Leakage
+    labels: list[str]
+    truncation_policy: str
+    max_seq_len: int = Field(ge=1)
+
+
+class TrainMetrics(Contract):
+    """reports/train.json (llmops.train.run): the deterministic quality figures; timings are in train_perf.json."""
+
+    loss_before: float
+    loss_after: float
+    loss_eval_examples: int = Field(ge=0)
+    train_loss_mean: float
+    train_loss_last: float | None
+    train_loss_last_step: int | None
+    steps: int = Field(ge=0)
+    examples: int = Field(ge=0)
+    tokens_seen: int = Field(ge=0)
+    trainable_params: int = Field(ge=0)
+    trainable_share: Probability
+
+
+class TaskResult(Contract):
+    metric: str
+    filter: str
+    score: float
+    stderr: float | None  # lm-eval reports none for some metrics
+    n: int = Field(ge=0)
+
+
+class EvalResults(Contract):
+    """reports/eval_base.json (llmops.evaluate.run)."""
+
+    model: str  # "base" | "tuned"
+    runtime_s: float = Field(ge=0)
+    tasks: dict[str, TaskResult]
+
+
+class TunedEvalResults(EvalResults):
+    """reports/eval_tuned.json: the same plus which adapter was evaluated."""
+
+    adapter_sha256: str
 
 
 class GateRule(Contract):
@@ -199,6 +362,18 @@ def _msg(error: dict) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return f"{value} is not a finite number"
     return error["msg"]
+
+
+# Every contracted file by name: readers that only render a file (report, deploy) validate it through this.
+CONTRACTS: dict[str, type[BaseModel]] = {
+    DATA: DataStats, TRAIN: TrainMetrics, EVAL_BASE: EvalResults, EVAL_TUNED: TunedEvalResults,
+    EVAL_COMPARE: EvalComparison, JUDGE: JudgeReport, GATE: GateReport,
+}
+
+
+def read_plain(path: Path) -> Any:
+    """A contracted report file validated by the model its name names, returned as plain JSON data."""
+    return read(path, CONTRACTS[path.name]).model_dump(mode="json")
 
 
 def write(path: Path, model: BaseModel) -> None:

@@ -279,17 +279,12 @@ class Engine:
 
 def load_engine(base_ref: str, revision: str | None, adapter_dir: Path | None) -> Engine:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmops.model import load_model, load_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = AutoTokenizer.from_pretrained(base_ref, revision=revision)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(base_ref, revision=revision, dtype="auto").to(device)
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    tokenizer = load_tokenizer((base_ref, revision))
+    model = load_model((base_ref, revision), adapter=adapter_dir, device=device)
     model.eval()
     return Engine(model, tokenizer, adapter_dir is not None)
 
@@ -450,15 +445,6 @@ def serve_forever(base_ref: str, revision: str | None, adapter_dir: Path | None,
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _resolve(paths_or_ref: Any) -> tuple[str, str | None]:
-    """Paths (params.paths) -> the pinned base via identity.json; a str/Path -> a folder or hub id."""
-    if hasattr(paths_or_ref, "base_identity"):
-        from llmops.base import model_reference
-
-        return model_reference(paths_or_ref)
-    return str(paths_or_ref), None
-
-
 def _get(url: str, timeout: float = 2.0) -> int:
     import urllib.request
 
@@ -481,7 +467,9 @@ def running_server(paths_or_base_ref: Any, adapter_dir: Path | str | None = None
     """
     from llmops.errors import StageError
 
-    base_ref, revision = _resolve(paths_or_base_ref)
+    from llmops.model import reference
+
+    base_ref, revision = reference(paths_or_base_ref)
     scratch = Path(tempfile.mkdtemp(prefix="llmops-serve-"))
     port_file = scratch / "port"
     cmd = [sys.executable, "-m", "llmops.serve", "--model", base_ref, "--host", host, "--port", str(port),
@@ -532,8 +520,8 @@ def running_server(paths_or_base_ref: Any, adapter_dir: Path | str | None = None
 
 def run(params, adapter: Path | None, host: str, port: int, max_body_bytes: int | None = None) -> None:
     """`llmops serve`: the pinned base from params paths (+ adapter), in the foreground."""
-    from llmops.base import model_reference
     from llmops.errors import StageError
+    from llmops.model import model_reference
 
     if adapter is not None and not Path(adapter).is_dir():
         raise StageError(f"{adapter}: adapter folder not found (train it: dvc repro train)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
-import io
 import os
 import resource
 import shutil
@@ -31,8 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmops.artifacts import atomic_dir, environment, read_json, sha256_tree, write_json, write_text
-from llmops.base import identity, load_model, load_tokenizer
+from llmops import schemas
+from llmops.artifacts import (atomic_dir, csv_text, environment, read_json, read_jsonl, safe_url, sha256_tree,
+                              write_json, write_text)
+from llmops.model import identity, load_model, load_tokenizer
 from llmops.config import Params, Train
 from llmops.errors import DataError, StageError
 
@@ -60,11 +61,7 @@ def load_dataset(path: Path, tokenizer, max_len: int):
 
     if not path.is_file():
         raise DataError(path, "missing; run the prepare stage first (dvc repro prepare)")
-    import json
-
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    if not rows:
-        raise DataError(path, "no training examples")
+    rows = [row for _, row in read_jsonl(path)]
     return Dataset.from_list([tokenize_example(tokenizer, r["messages"], max_len) for r in rows])
 
 
@@ -107,13 +104,8 @@ def stable_adapter_config(path: Path) -> None:
 
 
 def loss_curve_csv(log_history: list[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["step", "loss", "learning_rate"])
-    for entry in log_history:
-        if "loss" in entry:
-            writer.writerow([entry["step"], round(entry["loss"], 6), entry.get("learning_rate", "")])
-    return buf.getvalue()
+    return csv_text(["step", "loss", "learning_rate"], ([e["step"], round(e["loss"], 6), e.get("learning_rate", "")]
+                                                        for e in log_history if "loss" in e))
 
 
 def last_logged_loss(log_history: list[dict[str, Any]]) -> tuple[float | None, int | None]:
@@ -184,7 +176,7 @@ def run(params: Params) -> dict[str, Any]:
         "steps": trainer.state.global_step, "examples": len(dataset), "tokens_seen": tokens,
         "trainable_params": trainable, "trainable_share": round(trainable / total, 6),
     }
-    write_json(paths.report("train.json"), metrics)
+    schemas.write(paths.report(schemas.TRAIN), schemas.validate(metrics, schemas.TrainMetrics, schemas.TRAIN))
     write_text(paths.report("train_loss.csv"), loss_curve_csv(trainer.state.log_history))
     clock.lap("save")
     perf = {
@@ -259,9 +251,8 @@ def log_mlflow(params: Params, metrics: dict, perf: dict, history: list[dict[str
         ml.log_dict(identity(paths), "base_identity.json")
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
     # credentials can ride in a tracking URI (https://user:token@host): keep only scheme and host/path
-    uri = tracking_uri()
-    safe_uri = uri.split("@", 1)[-1] if "@" in uri else uri
-    write_json(paths.report(RUN_FILE), {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": safe_uri})
+    write_json(paths.report(RUN_FILE), {"run_id": run_id, "experiment_id": experiment_id,
+                                        "tracking_uri": safe_url(tracking_uri())})
 
 
 # --- launcher: `llmops train-launch` (dvc.yaml) -------------------------------------------------------------
@@ -395,7 +386,7 @@ def read_loss_curve(path: Path) -> list[dict[str, Any]]:
 
 def main() -> None:
     """Entry point for `accelerate launch -m llmops.train`: exits when the accelerate launcher dies."""
-    from llmops.cli import run_stage
+    from llmops.runner import run_stage
 
     set_parent_death_signal(signal.SIGTERM)
     if os.getpgid(os.getppid()) != os.getpgid(0):  # accelerate died before prctl: we were re-parented

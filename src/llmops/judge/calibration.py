@@ -14,9 +14,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from llmops.artifacts import read_jsonl
 from llmops.config import Judge
 from llmops.errors import DataError
-from llmops.judge.data import read_jsonl
 from llmops.judge.items import Item
 from llmops.judge.rubric import Rubric
 

@@ -35,9 +35,9 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from llmops.artifacts import sha256_file, sha256_tree, write_json, write_jsonl, write_text
+from llmops import schemas
+from llmops.artifacts import safe_url, sha256_file, sha256_tree, write_jsonl, write_text
 from llmops.config import Judge, Params
 from llmops.errors import ConfigError, StageError
 from llmops.judge.cache import JudgeCache
@@ -49,7 +49,7 @@ from llmops.judge.rubric import RUBRIC_DIR, Rubric, load_rubric
 from llmops.judge.summary import bootstrap_ci, histogram_csv, item_scores, summarise_model
 
 SERVE_KEY_ENV = "LLMOPS_SERVE_API_KEY"  # read by `llmops serve`: when set, requests need this bearer key
-SERVING_MODULES = ("llmops.serve", "llmops.base")  # the server and the model loading it imports
+SERVING_MODULES = ("llmops.serve", "llmops.model")  # the server and the model loader it imports
 SERVING_LIBRARIES = ("torch", "transformers", "peft")
 UNUSED_URL = "http://127.0.0.1:9/v1"  # everything was cached: no request is sent
 
@@ -69,13 +69,6 @@ def serving_identity() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[lib] = None
     return {"code_sha256": digest.hexdigest(), "libraries": versions}
-
-
-def safe_url(url: str) -> str:
-    """Scheme, host and path only: a query string could carry a credential (userinfo is refused by config)."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 def remote_endpoint(cfg: Judge) -> Endpoint | None:
@@ -275,10 +268,11 @@ def run(params: Params) -> dict[str, Any]:
         "timing_s": {"answers": round(answers_s, 2), "judging": round(judge_s, 2),
                      "total": round(time.perf_counter() - started, 2)},
     }
+    contract = schemas.validate(report, schemas.JudgeReport, schemas.JUDGE)  # before anything is written
     records.sort(key=lambda r: (r["kind"], r["rubric"], r["model"], _sort_id(r["id"]), r["repeat"]))
-    write_jsonl(paths.report("judge_items.jsonl"), records)
+    write_jsonl(paths.report(schemas.JUDGE_ITEMS), records)
     write_text(paths.report("judge_scores.csv"), histogram_csv(records, cfg.rubrics))
-    write_json(paths.report("judge.json"), report)
+    schemas.write(paths.report(schemas.JUDGE), contract)
     from llmops.tracking import log_to_training_run
 
     log_to_training_run(paths.reports, {k: v for k, v in report.items() if k != "timing_s"}, prefix="judge")

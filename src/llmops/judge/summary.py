@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from typing import Any
 
+from llmops.artifacts import csv_text
 from llmops.config import Judge
 
 
@@ -50,9 +49,7 @@ def summarise_model(scores: dict[str, list[float]], cfg: Judge, seed: int) -> di
 def histogram_csv(records: list[dict], rubrics: list[str]) -> str:
     """Per rubric and model, how many eval items got each (rounded) score; `invalid` = no valid judgment.
     Long format with a `series` label, so dvc.yaml draws it as horizontal bars like the eval plots."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["rubric", "model", "score", "series", "count"])
+    rows = []
     for rubric in rubrics:
         for model in ("tuned", "base"):
             counts: dict[str, int] = {}
@@ -63,5 +60,5 @@ def histogram_csv(records: list[dict], rubrics: list[str]) -> str:
             lo, hi = min([1, *numeric]), max([5, *numeric])
             for bucket in [*map(str, range(lo, hi + 1)), "invalid"]:
                 label = f"{rubric} {model} {bucket}" if len(rubrics) > 1 else f"{model} {bucket}"
-                writer.writerow([rubric, model, bucket, label, counts.get(bucket, 0)])
-    return buf.getvalue()
+                rows.append([rubric, model, bucket, label, counts.get(bucket, 0)])
+    return csv_text(["rubric", "model", "score", "series", "count"], rows)
