@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 BIN := $(abspath $(VENV))/bin
 RUN := PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: help install demo test test-fast bench clean
+.PHONY: help install demo test test-fast lint bench clean
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -25,12 +25,16 @@ demo: install  ## run the pipeline (dvc repro) offline on the demo default
 	$(RUN) dvc repro
 
 # tiers (tests/conftest.py): unit first, so a broken pure function fails in seconds, not after the pipeline runs
-test: install  ## all CPU tests: the unit tier, then integration and slow (end-to-end) tiers
+test: install lint  ## lint, then all CPU tests: the unit tier, then integration and slow (end-to-end) tiers
 	$(RUN) pytest -m unit
 	$(RUN) pytest -m "not unit"
 
 test-fast: install  ## the unit tier only (no model, process or socket; seconds)
 	$(RUN) pytest -m unit
+
+lint: install  ## ruff check + ruff format --check (fix: .venv/bin/ruff check --fix . && .venv/bin/ruff format .)
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
 
 clean:  ## remove generated models, prepared data and the local MLflow store (not the venv)
 	rm -rf models data/prepared mlflow.db mlruns

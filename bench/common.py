@@ -36,26 +36,43 @@ class Row:
 
     def show(self) -> str:
         verdict = "" if self.met is None else ("  [met]" if self.met else "  [NOT met]")
-        return (f"{self.bench:>10} | {self.measure:<46} {self.median:10.3f} {self.unit:<6} "
-                f"(min {self.low:.3f}, max {self.high:.3f}, n={self.repeats}) {self.target}{verdict}")
+        return (
+            f"{self.bench:>10} | {self.measure:<46} {self.median:10.3f} {self.unit:<6} "
+            f"(min {self.low:.3f}, max {self.high:.3f}, n={self.repeats}) {self.target}{verdict}"
+        )
 
 
-def summarise(bench: str, measure: str, values: list[float], unit: str, target: str = "",
-              ok: Callable[[float], bool] | None = None) -> Row:
+def summarise(
+    bench: str,
+    measure: str,
+    values: list[float],
+    unit: str,
+    target: str = "",
+    ok: Callable[[float], bool] | None = None,
+) -> Row:
     med = statistics.median(values)
-    row = Row(bench, measure, med, min(values), max(values), unit, len(values), target,
-              None if ok is None else bool(ok(med)))
+    row = Row(
+        bench, measure, med, min(values), max(values), unit, len(values), target, None if ok is None else bool(ok(med))
+    )
     print(row.show(), flush=True)
     return row
 
 
 def env(workdir: Path, **extra: str) -> dict[str, str]:
     out = dict(os.environ)
-    out.update({"PATH": f"{BIN}{os.pathsep}{out.get('PATH', '')}", "HF_HUB_OFFLINE": "1",
-                "HF_DATASETS_OFFLINE": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
-                "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.invalid",
-                "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.invalid",
-                "DVC_NO_ANALYTICS": "1"})
+    out.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{out.get('PATH', '')}",
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}",
+            "GIT_AUTHOR_NAME": "bench",
+            "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+            "GIT_COMMITTER_NAME": "bench",
+            "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+            "DVC_NO_ANALYTICS": "1",
+        }
+    )
     out.update(extra)
     return out
 
@@ -79,15 +96,22 @@ def sh(cmd: list[str], cwd: Path, **extra: str) -> tuple[float, Result]:
         err.seek(0)
         result = Result(out.read(), err.read(), usage.ru_maxrss / 1024)
     if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return wall, result
 
 
 def fresh_repo(prefix: str = "bench-") -> Path:
     """The repository as a clean clone has it, as a new git repo in a temp folder (nothing generated)."""
     dest = Path(tempfile.mkdtemp(prefix=prefix))
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                           capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = ROOT / rel
         if src.is_file() and not rel.startswith(("bench/", "template/")):

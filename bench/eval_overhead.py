@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
 from common import Row, fresh_repo, sh, summarise
 
 
@@ -31,17 +30,44 @@ def run(repeats: int, repo: Path | None = None) -> list[Row]:
         for _ in range(repeats):
             ours.append(sh(["llmops", "eval-tuned"], repo)[0])
             out = Path(tempfile.mkdtemp(prefix="lm-eval-out-"))
-            ref.append(sh(["lm_eval", "--model", "hf", "--model_args",
-                           "pretrained=models/base,peft=models/adapter,dtype=auto", "--device", "cpu",
-                           "--include_path", str(suite), "--tasks", tasks, "--batch_size", str(params["batch_size"]), "--log_samples", "--output_path", str(out),
-                           "--seed", str(params["seed"])], repo)[0])
+            ref.append(
+                sh(
+                    [
+                        "lm_eval",
+                        "--model",
+                        "hf",
+                        "--model_args",
+                        "pretrained=models/base,peft=models/adapter,dtype=auto",
+                        "--device",
+                        "cpu",
+                        "--include_path",
+                        str(suite),
+                        "--tasks",
+                        tasks,
+                        "--batch_size",
+                        str(params["batch_size"]),
+                        "--log_samples",
+                        "--output_path",
+                        str(out),
+                        "--seed",
+                        str(params["seed"]),
+                    ],
+                    repo,
+                )[0]
+            )
             shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(suite, ignore_errors=True)
         return [
             summarise("eval", "ours: eval_tuned stage wall", ours, "s"),
             summarise("eval", "reference: lm_eval CLI wall", ref, "s"),
-            summarise("eval", "ratio ours/reference", [a / b for a, b in zip(ours, ref)], "ratio", "<= 1.1",
-                      lambda v: v <= 1.1),
+            summarise(
+                "eval",
+                "ratio ours/reference",
+                [a / b for a, b in zip(ours, ref, strict=True)],
+                "ratio",
+                "<= 1.1",
+                lambda v: v <= 1.1,
+            ),
         ]
     finally:
         if own:

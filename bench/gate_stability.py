@@ -80,11 +80,27 @@ def run(seeds: int, cache_dir: Path | None = None) -> list[Row]:
                 walls.append(wall)
             passes = outcomes.count("pass")
             if name == "default":
-                rows.append(summarise("gate", f"default config: passes of {seeds} seeds", [passes], "runs",
-                                      f">= {0.9 * seeds:g}", lambda v: v >= 0.9 * seeds))
+                rows.append(
+                    summarise(
+                        "gate",
+                        f"default config: passes of {seeds} seeds",
+                        [passes],
+                        "runs",
+                        f">= {0.9 * seeds:g}",
+                        lambda v: v >= 0.9 * seeds,
+                    )
+                )
             else:
-                rows.append(summarise("gate", f"forgetting (lr x10, epochs x3): fails of {seeds} seeds",
-                                      [seeds - passes], "runs", f"= {seeds}", lambda v: v == seeds))
+                rows.append(
+                    summarise(
+                        "gate",
+                        f"forgetting (lr x10, epochs x3): fails of {seeds} seeds",
+                        [seeds - passes],
+                        "runs",
+                        f"= {seeds}",
+                        lambda v: v == seeds,
+                    )
+                )
             rows.append(summarise("gate", f"{name}: train + eval_tuned per seed", walls, "s"))
     finally:
         shutil.rmtree(repo, ignore_errors=True)
@@ -95,10 +111,14 @@ def write_section(rows: list[Row], path: Path, seeds: int) -> None:
     from run_all import table
 
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    section = (f"{SECTION}\n\n`python bench/gate_stability.py --seeds {seeds}`: the demo trained under {seeds} "
-               "seeds per config, gate eval rules applied to each result.\n\n" + table(rows) + "\n")
+    section = (
+        f"{SECTION}\n\n`python bench/gate_stability.py --seeds {seeds}`: the demo trained under {seeds} "
+        "seeds per config, gate eval rules applied to each result.\n\n" + table(rows) + "\n"
+    )
     pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section.rstrip("\n"), text) if SECTION in text else text.rstrip("\n") + "\n\n" + section
+    text = (
+        pattern.sub(lambda _: section.rstrip("\n"), text) if SECTION in text else text.rstrip("\n") + "\n\n" + section
+    )
     path.write_text(text if text.endswith("\n") else text + "\n")
 
 

@@ -21,15 +21,29 @@ import yaml
 from common import Row, fresh_repo, sh, summarise
 
 # Dense (no sparsity) bf16 tensor-core peak, TFLOP/s, from the vendors' data sheets; first matching key wins.
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "GH200": 989.0,
-                    "B200": 2250.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10G": 70.0, "A10": 125.0,
-                    "RTX 4090": 165.0, "RTX 3090": 71.0}
+PEAK_BF16_TFLOPS = {
+    "H200": 989.0,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.0,
+    "GH200": 989.0,
+    "B200": 2250.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+    "A10": 125.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+}
 
 SIZES = {  # LlamaConfig fields; the vocabulary is the repo tokenizer's (~1k), so the size is in the layers
-    "0.5b": dict(hidden_size=1536, intermediate_size=4096, num_hidden_layers=20, num_attention_heads=12,
-                 num_key_value_heads=4),
-    "1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
-               num_key_value_heads=4),
+    "0.5b": dict(
+        hidden_size=1536, intermediate_size=4096, num_hidden_layers=20, num_attention_heads=12, num_key_value_heads=4
+    ),
+    "1b": dict(
+        hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32, num_key_value_heads=4
+    ),
 }
 ACCELERATE_CONFIG = "single_gpu"
 
@@ -74,8 +88,7 @@ def train_command() -> list[str]:
 def bench_params(raw: dict, base_dir: Path, steps: int, batch_size: int) -> dict:
     """params.yaml for the run: the built base, the single-GPU launcher, bf16 where supported, a step budget."""
     raw["base"]["model"] = str(base_dir)
-    raw["train"].update(accelerate_config=ACCELERATE_CONFIG, precision="auto", max_steps=steps,
-                        batch_size=batch_size)
+    raw["train"].update(accelerate_config=ACCELERATE_CONFIG, precision="auto", max_steps=steps, batch_size=batch_size)
     return raw
 
 
@@ -89,9 +102,15 @@ def build_base(repo: Path, size: str, dest: Path, device: str = "cuda") -> dict:
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     texts = read_texts(repo / raw["paths"]["general_text"]) + read_texts(repo / raw["paths"]["domain_text"])
     tokenizer = build_tokenizer(texts, raw["base"]["tiny"]["vocab_size"])
-    fields = dict(SIZES[size], vocab_size=len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=True,
-                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                  pad_token_id=tokenizer.pad_token_id)
+    fields = dict(
+        SIZES[size],
+        vocab_size=len(tokenizer),
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     with torch.device(device):  # built on the GPU: a 1B init on CPU takes minutes
         model = LlamaForCausalLM(LlamaConfig(**fields)).to(torch.bfloat16)
@@ -107,8 +126,7 @@ def run(size: str = "0.5b", steps: int = 40, batch_size: int = 16) -> list[Row]:
 
     if not torch.cuda.is_available():
         print("       gpu | skipped: no CUDA device on this machine", flush=True)
-        return [Row("gpu", "skipped: no CUDA device on this machine", float("nan"), float("nan"), float("nan"),
-                    "", 0)]
+        return [Row("gpu", "skipped: no CUDA device on this machine", float("nan"), float("nan"), float("nan"), "", 0)]
     repo = fresh_repo("gpu-")
     try:
         return measure(repo, size, steps, batch_size)
@@ -133,12 +151,22 @@ def measure(repo: Path, size: str, steps: int, batch_size: int) -> list[Row]:
     fpt = lora_train_flops_per_token(fields, seq_len, raw["train"]["gradient_checkpointing"])
     peak = peak_bf16_tflops(device)
     util = mfu(perf["tokens_per_s"], fpt, peak)
-    rows = [summarise("gpu", f"train {size} bf16 ({matmul_params(fields) / 1e9:.2f}B matmul params) on {device}",
-                      [perf["tokens_per_s"]], "tok/s"),
-            summarise("gpu", "peak GPU memory", [perf["peak_gpu_mb"]], "MB"),
-            summarise("gpu", f"MFU vs {peak} TFLOP/s bf16 peak" if peak else "MFU (unknown GPU peak)",
-                      [util if util is not None else float("nan")], "ratio"),
-            summarise("gpu", "fixed cost (process - loop)", [perf["phases_s"]["process"] - perf["runtime_s"]], "s")]
+    rows = [
+        summarise(
+            "gpu",
+            f"train {size} bf16 ({matmul_params(fields) / 1e9:.2f}B matmul params) on {device}",
+            [perf["tokens_per_s"]],
+            "tok/s",
+        ),
+        summarise("gpu", "peak GPU memory", [perf["peak_gpu_mb"]], "MB"),
+        summarise(
+            "gpu",
+            f"MFU vs {peak} TFLOP/s bf16 peak" if peak else "MFU (unknown GPU peak)",
+            [util if util is not None else float("nan")],
+            "ratio",
+        ),
+        summarise("gpu", "fixed cost (process - loop)", [perf["phases_s"]["process"] - perf["runtime_s"]], "s"),
+    ]
     for backend in ("hf", "vllm"):
         if backend == "vllm":
             try:

@@ -22,8 +22,19 @@ EVAL_CMDS = {"eval_base": ["llmops", "eval-base"], "eval_tuned": ["llmops", "eva
 
 def swap_data(repo: Path, train_size: int, eval_size: int) -> None:
     gen = Path(tempfile.mkdtemp(prefix="growth-data-"))
-    sh([sys.executable, str(ROOT / "data/make_demo_data.py"), "--train-size", str(train_size),
-        "--eval-size", str(eval_size), "--out", str(gen)], repo)
+    sh(
+        [
+            sys.executable,
+            str(ROOT / "data/make_demo_data.py"),
+            "--train-size",
+            str(train_size),
+            "--eval-size",
+            str(eval_size),
+            "--out",
+            str(gen),
+        ],
+        repo,
+    )
     for name in ("train.jsonl", "eval.jsonl"):
         shutil.copy(gen / "raw" / name, repo / "data/raw" / name)
     shutil.rmtree(gen, ignore_errors=True)
@@ -47,8 +58,16 @@ def run(train_sizes: list[int], eval_sizes: list[int]) -> list[Row]:
             wall, mem = timed_stage(repo, train_cmd)
             per_item.append(wall / n)
             rows.append(summarise("growth", f"train stage, {n} examples (peak {mem:.0f} MB)", [wall], "s"))
-        rows.append(summarise("growth", "train s/example, largest vs smallest set", [per_item[-1] / per_item[0]],
-                              "ratio", "<= 1 (linear or better)", lambda v: v <= 1.0))
+        rows.append(
+            summarise(
+                "growth",
+                "train s/example, largest vs smallest set",
+                [per_item[-1] / per_item[0]],
+                "ratio",
+                "<= 1 (linear or better)",
+                lambda v: v <= 1.0,
+            )
+        )
         per_item = []
         for n in eval_sizes:
             swap_data(repo, min(train_sizes), n)
@@ -57,11 +76,20 @@ def run(train_sizes: list[int], eval_sizes: list[int]) -> list[Row]:
             base_wall, base_mem = timed_stage(repo, EVAL_CMDS["eval_base"])  # eval_tuned pairs with its samples
             wall, mem = timed_stage(repo, EVAL_CMDS["eval_tuned"])
             per_item.append(wall / n)
-            rows.append(summarise("growth", f"eval_base stage, {n} eval items (peak {base_mem:.0f} MB)", [base_wall],
-                                  "s"))
+            rows.append(
+                summarise("growth", f"eval_base stage, {n} eval items (peak {base_mem:.0f} MB)", [base_wall], "s")
+            )
             rows.append(summarise("growth", f"eval_tuned stage, {n} eval items (peak {mem:.0f} MB)", [wall], "s"))
-        rows.append(summarise("growth", "eval s/item, largest vs smallest set", [per_item[-1] / per_item[0]],
-                              "ratio", "<= 1 (linear or better)", lambda v: v <= 1.0))
+        rows.append(
+            summarise(
+                "growth",
+                "eval s/item, largest vs smallest set",
+                [per_item[-1] / per_item[0]],
+                "ratio",
+                "<= 1 (linear or better)",
+                lambda v: v <= 1.0,
+            )
+        )
     finally:
         shutil.rmtree(repo, ignore_errors=True)
     return rows

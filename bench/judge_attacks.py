@@ -29,9 +29,11 @@ from llmops import judge  # noqa: E402
 
 def old_judge(ref: str) -> tuple[types.ModuleType, Path]:
     """The single-module judge at `ref`, loaded from git, and a rubric folder with that ref's template."""
+
     def show(path: str) -> str:
-        return subprocess.run(["git", "show", f"{ref}:{path}"], cwd=ROOT, check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(
+            ["git", "show", f"{ref}:{path}"], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout
 
     module = types.ModuleType("judge_at_ref")
     sys.modules[module.__name__] = module  # dataclasses look their module up while the code runs
@@ -47,9 +49,12 @@ def score(module, folder: Path, field: str, text: str, logprobs: bool) -> float 
     rubric = module.load_rubric(folder, "triage_quality")
     it = module.Item("eval", "0", "tuned", rubric, fields["input"], fields["answer"], fields["reference"])
     with StubServer(lambda body, headers, n: naive_judge(body, quote_answer=True)) as stub:
-        records, _ = module.judge_items([it], cfg(top_logprobs=10 if logprobs else 0),
-                                        module.Endpoint(stub.url, "k", "attack"),
-                                        module.JudgeCache(Path(tempfile.mkdtemp(prefix="judge-attack-"))))
+        records, _ = module.judge_items(
+            [it],
+            cfg(top_logprobs=10 if logprobs else 0),
+            module.Endpoint(stub.url, "k", "attack"),
+            module.JudgeCache(Path(tempfile.mkdtemp(prefix="judge-attack-"))),
+        )
     return records[0]["score"]
 
 

@@ -17,8 +17,8 @@ import argparse
 import asyncio
 import contextlib
 import os
-import subprocess
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,9 +35,11 @@ from llmops.judge import Call, Endpoint, JudgeCache, run_calls  # noqa: E402
 def stub_server(latency: float) -> Iterator[str]:
     """tests/openai_stub.py's server in its own process (as a real endpoint is), so the client's CPU time
     and the server's do not share one interpreter lock; yields its /v1 URL."""
-    code = ("import sys, time; sys.path.insert(0, 'tests'); from openai_stub import Hang, StubServer; "
-            f"s = StubServer(lambda body, headers, n: Hang({latency})); s.__enter__(); "
-            "print(s.url, flush=True); time.sleep(3600)")
+    code = (
+        "import sys, time; sys.path.insert(0, 'tests'); from openai_stub import Hang, StubServer; "
+        f"s = StubServer(lambda body, headers, n: Hang({latency})); s.__enter__(); "
+        "print(s.url, flush=True); time.sleep(3600)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         yield proc.stdout.readline().strip()
@@ -56,8 +58,10 @@ def raw_client_rate(url: str, n: int, concurrency: int) -> float:
 
         async def one(i: int) -> None:
             async with limit:
-                await client.chat.completions.create(model="judge", max_tokens=8,
-                                                     messages=[{"role": "user", "content": f"raw {i}"}])
+                await client.chat.completions.create(
+                    model="judge", max_tokens=8, messages=[{"role": "user", "content": f"raw {i}"}]
+                )
+
         await one(-1)  # connection and first-call setup outside the timing, as run_calls's warm-up is not
         start = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
@@ -77,8 +81,14 @@ def run(items: int, latency: float, levels: list[int]) -> list[Row]:
         for level in levels:
             cfg = base_cfg.model_copy(update={"concurrency": level, "max_retries": 0, "timeout_s": 30})
             cache_dir = Path(tempfile.mkdtemp(prefix="judge-cache-"))
-            calls = [Call(f"item/{i}", {"model": "judge", "messages": [{"role": "user", "content": f"item {i}"}],
-                                        "max_tokens": 8}, {"item": i, "level": level}) for i in range(items)]
+            calls = [
+                Call(
+                    f"item/{i}",
+                    {"model": "judge", "messages": [{"role": "user", "content": f"item {i}"}], "max_tokens": 8},
+                    {"item": i, "level": level},
+                )
+                for i in range(items)
+            ]
             for state in ("cold", "warm"):
                 start = time.perf_counter()
                 _, stats = run_calls(endpoint, calls, cfg, JudgeCache(cache_dir), label=f"c={level} {state}")
@@ -87,32 +97,64 @@ def run(items: int, latency: float, levels: list[int]) -> list[Row]:
                 rate = items / wall
                 if state == "cold":
                     rates[level] = rate
-                rows.append(summarise("judge", f"concurrency {level:>2}, {state} cache ({sent} calls)", [rate],
-                                      "item/s", "0 calls" if state == "warm" else "",
-                                      (lambda v, s=sent: s == 0) if state == "warm" else None))
+                rows.append(
+                    summarise(
+                        "judge",
+                        f"concurrency {level:>2}, {state} cache ({sent} calls)",
+                        [rate],
+                        "item/s",
+                        "0 calls" if state == "warm" else "",
+                        (lambda v, s=sent: s == 0) if state == "warm" else None,
+                    )
+                )
             shutil.rmtree(cache_dir, ignore_errors=True)
     # What the client itself can push (server answers at once): on 2 cores this, not the semaphore, may cap
     # the speed-up, so the table shows both.
     with stub_server(0.0) as url:
         cfg = base_cfg.model_copy(update={"concurrency": max(levels), "max_retries": 0})
-        calls = [Call(f"c/{i}", {"model": "judge", "messages": [{"role": "user", "content": f"c {i}"}],
-                                 "max_tokens": 8}) for i in range(items)]
+        calls = [
+            Call(f"c/{i}", {"model": "judge", "messages": [{"role": "user", "content": f"c {i}"}], "max_tokens": 8})
+            for i in range(items)
+        ]
         start = time.perf_counter()
         run_calls(Endpoint(url, "bench-key"), calls, cfg, None, label="ceiling")
         ceiling = items / (time.perf_counter() - start)
         raw = raw_client_rate(url, items, max(levels))
     rows.append(summarise("judge", f"client ceiling (0 ms server, concurrency {max(levels)})", [ceiling], "item/s"))
-    rows.append(summarise("judge", f"bare openai client, same server and concurrency", [raw], "req/s"))
-    rows.append(summarise("judge", "judge path / bare client at the ceiling", [ceiling / raw], "share",
-                          ">= 0.8 (the judge code adds little)", lambda v: v >= 0.8))
+    rows.append(summarise("judge", "bare openai client, same server and concurrency", [raw], "req/s"))
+    rows.append(
+        summarise(
+            "judge",
+            "judge path / bare client at the ceiling",
+            [ceiling / raw],
+            "share",
+            ">= 0.8 (the judge code adds little)",
+            lambda v: v >= 0.8,
+        )
+    )
     top = max(levels)
     ideal = min(top, items) / min(levels)
-    rows.append(summarise("judge", f"speed-up at concurrency {top} vs {min(levels)} (ideal {ideal:.0f}x)",
-                          [rates[top] / rates[min(levels)]], "x", f">= {0.8 * ideal:.1f}x (80% of linear)",
-                          lambda v: v >= 0.8 * ideal))
+    rows.append(
+        summarise(
+            "judge",
+            f"speed-up at concurrency {top} vs {min(levels)} (ideal {ideal:.0f}x)",
+            [rates[top] / rates[min(levels)]],
+            "x",
+            f">= {0.8 * ideal:.1f}x (80% of linear)",
+            lambda v: v >= 0.8 * ideal,
+        )
+    )
     reachable = min(min(top, items) / latency, ceiling)
-    rows.append(summarise("judge", f"rate at {top} vs reachable min(linear, client ceiling)",
-                          [rates[top] / reachable], "share", ">= 0.8", lambda v: v >= 0.8))
+    rows.append(
+        summarise(
+            "judge",
+            f"rate at {top} vs reachable min(linear, client ceiling)",
+            [rates[top] / reachable],
+            "share",
+            ">= 0.8",
+            lambda v: v >= 0.8,
+        )
+    )
     return rows
 
 

@@ -38,10 +38,22 @@ def run(repeats: int) -> list[Row]:
     rows = [
         summarise("pipeline", "dvc repro from scratch", scratch, "s", "< 180 s", lambda v: v < 180),
         summarise("pipeline", "no-op dvc repro", noop, "s", "< 1.5 s", lambda v: v < 1.5),
-        summarise("pipeline", f"gate threshold change (reran: {', '.join(sorted(reran_gate))})", gate, "s",
-                  "< 10 s, only gate+report", lambda v: v < 10 and reran_gate <= {"gate", "report"}),
-        summarise("pipeline", f"train param change (reran: {', '.join(sorted(reran_exp))})", exp, "s",
-                  "eval_base cached", lambda v: "eval_base" not in reran_exp and "base" not in reran_exp),
+        summarise(
+            "pipeline",
+            f"gate threshold change (reran: {', '.join(sorted(reran_gate))})",
+            gate,
+            "s",
+            "< 10 s, only gate+report",
+            lambda v: v < 10 and reran_gate <= {"gate", "report"},
+        ),
+        summarise(
+            "pipeline",
+            f"train param change (reran: {', '.join(sorted(reran_exp))})",
+            exp,
+            "s",
+            "eval_base cached",
+            lambda v: "eval_base" not in reran_exp and "base" not in reran_exp,
+        ),
         summarise("pipeline", "second experiment / first run", ratio, "ratio", "< 0.60", lambda v: v < 0.6),
     ]
     return rows

@@ -18,14 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from dataclasses import asdict  # noqa: E402
+
 import eval_overhead  # noqa: E402
 import gpu  # noqa: E402
 import growth  # noqa: E402
 import judge_scaling  # noqa: E402
 import pipeline  # noqa: E402
 import train_overhead  # noqa: E402
-from dataclasses import asdict  # noqa: E402
-
 from common import ROOT, Row  # noqa: E402
 
 
@@ -44,8 +44,10 @@ def table(rows: list[Row]) -> str:
     for r in rows:
         nums = ["-" if math.isnan(v) else f"{v:.3g}" for v in (r.median, r.low, r.high)]
         met = "" if r.met is None else ("yes" if r.met else "**no**")
-        out.append(f"| {r.bench} | {r.measure} | {nums[0]} {r.unit} | {nums[1]} | {nums[2]} | {r.repeats} | "
-                   f"{r.target} | {met} |")
+        out.append(
+            f"| {r.bench} | {r.measure} | {nums[0]} {r.unit} | {nums[1]} | {nums[2]} | {r.repeats} | "
+            f"{r.target} | {met} |"
+        )
     return "\n".join(out)
 
 
@@ -61,8 +63,9 @@ def main() -> None:
         "train": lambda: train_overhead.run(reps),
         "eval": lambda: eval_overhead.run(reps),
         "judge": lambda: judge_scaling.run(32 if args.quick else 64, 0.2, [1, 4, 16]),
-        "growth": lambda: growth.run([50, 200] if args.quick else [50, 200, 1000],
-                                     [40, 200] if args.quick else [40, 200, 1000]),
+        "growth": lambda: growth.run(
+            [50, 200] if args.quick else [50, 200, 1000], [40, 200] if args.quick else [40, 200, 1000]
+        ),
         "gpu": gpu.run,
     }
     # Rows are saved after each bench, so a failure late in a 25-minute run keeps what was measured.
@@ -75,11 +78,13 @@ def main() -> None:
             saved_path.parent.mkdir(parents=True, exist_ok=True)
             saved_path.write_text(json.dumps(saved, indent=2, allow_nan=True) + "\n")
         rows += [Row(**r) for r in saved[name]]
-    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = (f"# Benchmarks\n\nMeasured {when} on {cpu_name()}, {os.cpu_count()} cores, "
-              f"Python {platform.python_version()}; `python bench/run_all.py{' --quick' if args.quick else ''}`. "
-              "Machines here are shared and noisy: the ratios, measured side by side in one run, are the "
-              "headline; absolute times say what one run saw.\n\n")
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    header = (
+        f"# Benchmarks\n\nMeasured {when} on {cpu_name()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; `python bench/run_all.py{' --quick' if args.quick else ''}`. "
+        "Machines here are shared and noisy: the ratios, measured side by side in one run, are the "
+        "headline; absolute times say what one run saw.\n\n"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(header + table(rows) + "\n")
     print(f"wrote {args.out}")

@@ -30,20 +30,40 @@ OURS = ["llmops", "train-launch", "--config_file", "configs/accelerate/cpu.yaml"
 def ours(repo: Path) -> dict:
     wall, _ = sh(OURS, repo)
     perf = json.loads((repo / "reports/train_perf.json").read_text())
-    return {"wall": wall, "loop": perf["runtime_s"], "cpu": perf["loop_cpu_s"], "tps": perf["tokens_per_s"],
-            "phases": perf["phases_s"]}
+    return {
+        "wall": wall,
+        "loop": perf["runtime_s"],
+        "cpu": perf["loop_cpu_s"],
+        "tps": perf["tokens_per_s"],
+        "phases": perf["phases_s"],
+    }
 
 
 def reference(repo: Path) -> dict:
     out = tempfile.mkdtemp(prefix="ref-train-")
     try:
-        wall, proc = sh(["python", str(Path(__file__).parent / "reference_train.py"), "--base", "models/base",
-                         "--data", "data/prepared/train.jsonl", "--out", out], repo)
+        wall, proc = sh(
+            [
+                "python",
+                str(Path(__file__).parent / "reference_train.py"),
+                "--base",
+                "models/base",
+                "--data",
+                "data/prepared/train.jsonl",
+                "--out",
+                out,
+            ],
+            repo,
+        )
     finally:
         shutil.rmtree(out, ignore_errors=True)
     ref = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"wall": wall, "loop": ref["train_runtime_s"], "cpu": ref["train_cpu_s"],
-            "tps": ref["tokens"] / ref["train_runtime_s"]}
+    return {
+        "wall": wall,
+        "loop": ref["train_runtime_s"],
+        "cpu": ref["train_cpu_s"],
+        "tps": ref["tokens"] / ref["train_runtime_s"],
+    }
 
 
 def pairs(repo: Path, repeats: int, warm: bool = True) -> list[tuple[dict, dict]]:
@@ -59,9 +79,10 @@ def scale_data(repo: Path, times: int) -> None:
 
 
 def fixed_rows(tag: str, runs: list[tuple[dict, dict]]) -> list[Row]:
-    rows = [summarise("train", f"{tag}ours: fixed cost (wall - loop)", [a["wall"] - a["loop"] for a, _ in runs], "s"),
-            summarise("train", f"{tag}reference: fixed cost (wall - loop)", [b["wall"] - b["loop"] for _, b in runs],
-                      "s")]
+    rows = [
+        summarise("train", f"{tag}ours: fixed cost (wall - loop)", [a["wall"] - a["loop"] for a, _ in runs], "s"),
+        summarise("train", f"{tag}reference: fixed cost (wall - loop)", [b["wall"] - b["loop"] for _, b in runs], "s"),
+    ]
     for phase in runs[0][0]["phases"]:
         rows.append(summarise("train", f"{tag}ours: phase {phase}", [a["phases"][phase] for a, _ in runs], "s"))
     return rows
@@ -75,20 +96,44 @@ def run(repeats: int, scale: int = 1, repo: Path | None = None, warm: bool = Tru
         load_before = os.getloadavg()
         runs = pairs(repo, repeats, warm)
         load_after = os.getloadavg()
-        print(f"     train | load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
-              f"({os.cpu_count()} CPUs)", flush=True)
+        print(
+            f"     train | load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} CPUs)",
+            flush=True,
+        )
         rows = [
-            summarise("train", "training-loop ratio ours/reference", [a["loop"] / b["loop"] for a, b in runs],
-                      "ratio", "<= 1.05", lambda v: v <= 1.05),
+            summarise(
+                "train",
+                "training-loop ratio ours/reference",
+                [a["loop"] / b["loop"] for a, b in runs],
+                "ratio",
+                "<= 1.05",
+                lambda v: v <= 1.05,
+            ),
             # CPU seconds of the loop (all threads): on a loaded machine wall time mostly measures the scheduler
-            summarise("train", "training-loop CPU-time ratio ours/reference", [a["cpu"] / b["cpu"] for a, b in runs],
-                      "ratio", "<= 1.05", lambda v: v <= 1.05),
+            summarise(
+                "train",
+                "training-loop CPU-time ratio ours/reference",
+                [a["cpu"] / b["cpu"] for a, b in runs],
+                "ratio",
+                "<= 1.05",
+                lambda v: v <= 1.05,
+            ),
             # our loss_before pass runs first and pays the first-call costs the reference's loop pays: this row
             # charges that whole pass to our loop, a conservative bound
-            summarise("train", "loop ratio, ours incl. loss_before pass", [(a["loop"] + a["phases"]["loss_before"])
-                                                                          / b["loop"] for a, b in runs], "ratio"),
-            summarise("train", "whole-process ratio ours/reference", [a["wall"] / b["wall"] for a, b in runs],
-                      "ratio", "<= 1.3", lambda v: v <= 1.3),
+            summarise(
+                "train",
+                "loop ratio, ours incl. loss_before pass",
+                [(a["loop"] + a["phases"]["loss_before"]) / b["loop"] for a, b in runs],
+                "ratio",
+            ),
+            summarise(
+                "train",
+                "whole-process ratio ours/reference",
+                [a["wall"] / b["wall"] for a, b in runs],
+                "ratio",
+                "<= 1.3",
+                lambda v: v <= 1.3,
+            ),
             summarise("train", "ours: process wall (train-launch)", [a["wall"] for a, _ in runs], "s"),
             summarise("train", "reference: process wall", [b["wall"] for _, b in runs], "s"),
             summarise("train", "ours: tokens/s (loop)", [a["tps"] for a, _ in runs], "tok/s"),

@@ -128,11 +128,23 @@ CATEGORIES: dict[str, dict[str, list[str]]] = {
     },
 }
 
-OPENINGS = ["Incident reported:", "Ticket {ticket}:", "Alert at {time}:", "Customer care escalation:",
-            "NOC observation:", "Report from the {region} team:"]
-IMPACTS = ["About {n} customers are affected.", "Impact is limited to the {region} area.",
-           "Started at {time}.", "Priority set to P{p}.", "The issue has lasted {n} minutes.",
-           "Several complaints came in from {region}.", ""]
+OPENINGS = [
+    "Incident reported:",
+    "Ticket {ticket}:",
+    "Alert at {time}:",
+    "Customer care escalation:",
+    "NOC observation:",
+    "Report from the {region} team:",
+]
+IMPACTS = [
+    "About {n} customers are affected.",
+    "Impact is limited to the {region} area.",
+    "Started at {time}.",
+    "Priority set to P{p}.",
+    "The issue has lasted {n} minutes.",
+    "Several complaints came in from {region}.",
+    "",
+]
 REGIONS = ["north", "south", "east", "west", "central", "coastal", "airport", "downtown", "harbour", "valley"]
 SITES = ["site {a}{n}", "tower {a}-{n}", "node {a}{n}"]
 
@@ -147,31 +159,56 @@ RUNBOOK = [
 
 # TriviaQA-like facts the tiny base memorises in pretraining; the general QA eval asks them back.
 FACTS = [
-    ("What is the capital of France?", "Paris"), ("What is the capital of Italy?", "Rome"),
-    ("What is the capital of Spain?", "Madrid"), ("What is the capital of Germany?", "Berlin"),
-    ("What is the capital of Japan?", "Tokyo"), ("What is the capital of Egypt?", "Cairo"),
-    ("What is the capital of Kenya?", "Nairobi"), ("What is the capital of Peru?", "Lima"),
-    ("What is the capital of Canada?", "Ottawa"), ("What is the capital of Norway?", "Oslo"),
-    ("What is the capital of Greece?", "Athens"), ("What is the capital of Ireland?", "Dublin"),
-    ("What is the capital of Poland?", "Warsaw"), ("What is the capital of Portugal?", "Lisbon"),
-    ("What is the capital of Austria?", "Vienna"), ("What is the capital of Russia?", "Moscow"),
-    ("What is the capital of China?", "Beijing"), ("What is the capital of India?", "Delhi"),
-    ("What is the capital of Cuba?", "Havana"), ("What is the capital of Chile?", "Santiago"),
-    ("What color is the sky on a clear day?", "blue"), ("What color is grass?", "green"),
-    ("What color is snow?", "white"), ("What color is a ripe banana?", "yellow"),
-    ("What color is coal?", "black"), ("What color is a ripe tomato?", "red"),
-    ("How many legs does a spider have?", "eight"), ("How many legs does a dog have?", "four"),
-    ("How many days are in a week?", "seven"), ("How many months are in a year?", "twelve"),
-    ("How many hours are in a day?", "twenty-four"), ("How many sides does a triangle have?", "three"),
-    ("Which planet is known as the red planet?", "Mars"), ("Which planet is the largest?", "Jupiter"),
-    ("What is the largest ocean?", "Pacific"), ("What is the longest river in Africa?", "Nile"),
-    ("Who wrote Romeo and Juliet?", "Shakespeare"), ("Who painted the Mona Lisa?", "Leonardo"),
-    ("What gas do plants absorb?", "carbon dioxide"), ("What do bees make?", "honey"),
-    ("What is frozen water called?", "ice"), ("Which animal is called the king of the jungle?", "lion"),
-    ("What is the fastest land animal?", "cheetah"), ("Which bird cannot fly and lives in Antarctica?", "penguin"),
-    ("What metal is liquid at room temperature?", "mercury"), ("What is the chemical symbol for gold?", "Au"),
-    ("What is the boiling point of water in Celsius?", "100"), ("What language is spoken in Brazil?", "Portuguese"),
-    ("Which continent is Egypt in?", "Africa"), ("What is the opposite of hot?", "cold"),
+    ("What is the capital of France?", "Paris"),
+    ("What is the capital of Italy?", "Rome"),
+    ("What is the capital of Spain?", "Madrid"),
+    ("What is the capital of Germany?", "Berlin"),
+    ("What is the capital of Japan?", "Tokyo"),
+    ("What is the capital of Egypt?", "Cairo"),
+    ("What is the capital of Kenya?", "Nairobi"),
+    ("What is the capital of Peru?", "Lima"),
+    ("What is the capital of Canada?", "Ottawa"),
+    ("What is the capital of Norway?", "Oslo"),
+    ("What is the capital of Greece?", "Athens"),
+    ("What is the capital of Ireland?", "Dublin"),
+    ("What is the capital of Poland?", "Warsaw"),
+    ("What is the capital of Portugal?", "Lisbon"),
+    ("What is the capital of Austria?", "Vienna"),
+    ("What is the capital of Russia?", "Moscow"),
+    ("What is the capital of China?", "Beijing"),
+    ("What is the capital of India?", "Delhi"),
+    ("What is the capital of Cuba?", "Havana"),
+    ("What is the capital of Chile?", "Santiago"),
+    ("What color is the sky on a clear day?", "blue"),
+    ("What color is grass?", "green"),
+    ("What color is snow?", "white"),
+    ("What color is a ripe banana?", "yellow"),
+    ("What color is coal?", "black"),
+    ("What color is a ripe tomato?", "red"),
+    ("How many legs does a spider have?", "eight"),
+    ("How many legs does a dog have?", "four"),
+    ("How many days are in a week?", "seven"),
+    ("How many months are in a year?", "twelve"),
+    ("How many hours are in a day?", "twenty-four"),
+    ("How many sides does a triangle have?", "three"),
+    ("Which planet is known as the red planet?", "Mars"),
+    ("Which planet is the largest?", "Jupiter"),
+    ("What is the largest ocean?", "Pacific"),
+    ("What is the longest river in Africa?", "Nile"),
+    ("Who wrote Romeo and Juliet?", "Shakespeare"),
+    ("Who painted the Mona Lisa?", "Leonardo"),
+    ("What gas do plants absorb?", "carbon dioxide"),
+    ("What do bees make?", "honey"),
+    ("What is frozen water called?", "ice"),
+    ("Which animal is called the king of the jungle?", "lion"),
+    ("What is the fastest land animal?", "cheetah"),
+    ("Which bird cannot fly and lives in Antarctica?", "penguin"),
+    ("What metal is liquid at room temperature?", "mercury"),
+    ("What is the chemical symbol for gold?", "Au"),
+    ("What is the boiling point of water in Celsius?", "100"),
+    ("What language is spoken in Brazil?", "Portuguese"),
+    ("Which continent is Egypt in?", "Africa"),
+    ("What is the opposite of hot?", "cold"),
 ]
 NAMES = ["Ana", "Ben", "Carla", "Dev", "Emma", "Femi", "Gus", "Hana", "Ivan", "Jo"]
 OBJECTS = ["apples", "books", "coins", "pens", "stamps", "cards", "shells", "marbles"]
@@ -180,16 +217,22 @@ OBJECTS = ["apples", "books", "coins", "pens", "stamps", "cards", "shells", "mar
 def _fill(template: str, rng: random.Random) -> str:
     return template.format(
         site=rng.choice(SITES).format(a=rng.choice("ABCDEFGH"), n=rng.randint(10, 99)),
-        ticket=f"INC{rng.randint(10000, 99999)}", time=f"{rng.randint(0, 23):02d}:{rng.choice(['00', '15', '30', '45'])}",
-        region=rng.choice(REGIONS), n=rng.randint(2, 900), p=rng.randint(1, 4),
+        ticket=f"INC{rng.randint(10000, 99999)}",
+        time=f"{rng.randint(0, 23):02d}:{rng.choice(['00', '15', '30', '45'])}",
+        region=rng.choice(REGIONS),
+        n=rng.randint(2, 900),
+        p=rng.randint(1, 4),
     )
 
 
 def incident(category: str, rng: random.Random) -> tuple[str, str]:
     """One (description, answer) pair for `category`."""
     table = CATEGORIES[category]
-    parts = [_fill(rng.choice(OPENINGS), rng), _fill(rng.choice(table["symptoms"]), rng) + ".",
-             _fill(rng.choice(IMPACTS), rng)]
+    parts = [
+        _fill(rng.choice(OPENINGS), rng),
+        _fill(rng.choice(table["symptoms"]), rng) + ".",
+        _fill(rng.choice(IMPACTS), rng),
+    ]
     text = " ".join(p for p in parts if p)
     answer = f"Category: {category}\nAction: {rng.choice(table['actions'])}."
     return text, answer
@@ -203,8 +246,10 @@ def runbook_entries() -> list[str]:
         for symptom in table["symptoms"]:
             lines.append(f"Runbook: when {symptom.format(site='a site')}, the category is {cat}.")
         for action in table["actions"]:
-            lines.append(f"Runbook: for a {cat} incident, a valid next action is to {action}.\n"
-                         f"Category: {cat}\nAction: {action}.")
+            lines.append(
+                f"Runbook: for a {cat} incident, a valid next action is to {action}.\n"
+                f"Category: {cat}\nAction: {action}."
+            )
     return lines
 
 
@@ -238,8 +283,9 @@ def build(seed: int, train_size: int, eval_size: int, unlabelled_size: int) -> d
     train_records = []
     for i, (_, text, answer) in enumerate(train):
         if i % 5 == 4:  # both accepted record shapes appear in the shipped data
-            train_records.append({"messages": [{"role": "user", "content": text},
-                                               {"role": "assistant", "content": answer}]})
+            train_records.append(
+                {"messages": [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]}
+            )
         else:
             train_records.append({"input": text, "output": answer})
 

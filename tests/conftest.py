@@ -27,14 +27,20 @@ BIN = Path(sys.executable).parent
 
 def offline_env(tmp: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
-        "DVC_NO_ANALYTICS": "1",
-    })
+    env.update(
+        {
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            "HF_HUB_OFFLINE": "1",
+            "HF_DATASETS_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+            "GIT_AUTHOR_NAME": "test",
+            "GIT_AUTHOR_EMAIL": "test@example.invalid",
+            "GIT_COMMITTER_NAME": "test",
+            "GIT_COMMITTER_EMAIL": "test@example.invalid",
+            "DVC_NO_ANALYTICS": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -80,8 +86,11 @@ def _unit_guard(request, monkeypatch):
 
     def refuse(what):
         def _refused(*args, **kwargs):
-            raise TierViolation(f"{request.node.nodeid}: a unit test {what}; mark it "
-                                f"@pytest.mark.integration (tests/conftest.py, test tiers)")
+            raise TierViolation(
+                f"{request.node.nodeid}: a unit test {what}; mark it "
+                f"@pytest.mark.integration (tests/conftest.py, test tiers)"
+            )
+
         return _refused
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a process"))
@@ -103,8 +112,9 @@ def raw_params() -> dict:
 def shrink(raw: dict, steps: int = 30) -> dict:
     """The real params, made tiny: a short pretraining and a few LoRA steps (seconds, not minutes)."""
     # max_position_embeddings: the smaller vocab makes the local judge's prompt (~620 tokens) outgrow 512
-    raw["base"]["tiny"].update(pretrain_steps=steps, vocab_size=400, seq_len=64, batch_size=8,
-                               max_position_embeddings=1024)
+    raw["base"]["tiny"].update(
+        pretrain_steps=steps, vocab_size=400, seq_len=64, batch_size=8, max_position_embeddings=1024
+    )
     raw["train"].update(max_steps=8, logging_steps=2)
     return raw
 
@@ -170,8 +180,13 @@ def in_copy_of(tmp_path, monkeypatch):
 
 def copy_repo(dest: Path) -> Path:
     """The repository as a clean clone would have it (tracked + unignored files), as a fresh git repo."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                           capture_output=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = ROOT / rel
         if src.is_file():
@@ -206,11 +221,22 @@ def moto_s3(home: Path, bucket: str) -> Iterator[tuple[str, dict[str, str]]]:
                 time.sleep(0.1)
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                     region_name="us-east-1").create_bucket(Bucket=bucket)
-        yield endpoint, {"AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(home / "aws-config"),
-                         "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
-                         "AWS_EC2_METADATA_DISABLED": "true"}
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        ).create_bucket(Bucket=bucket)
+        yield (
+            endpoint,
+            {
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_CONFIG_FILE": str(home / "aws-config"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(home / "aws-credentials"),
+                "AWS_EC2_METADATA_DISABLED": "true",
+            },
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)

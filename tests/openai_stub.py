@@ -17,9 +17,10 @@ import re
 import threading
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -39,16 +40,30 @@ def tokens_of(text: str) -> list[str]:
     return re.findall(r"\s*\S+|\s+", text)
 
 
-def completion(content: str, verdict_probs: dict[str, float] | None = None, logprobs: bool = False,
-               model: str = "judge", fingerprint: str | None = None) -> dict[str, Any]:
+def completion(
+    content: str,
+    verdict_probs: dict[str, float] | None = None,
+    logprobs: bool = False,
+    model: str = "judge",
+    fingerprint: str | None = None,
+) -> dict[str, Any]:
     """A chat.completion body; with logprobs, the token after the FIRST `SCORE:` (the stub's own verdict)
     gets `verdict_probs` (token text -> probability) as its top_logprobs; every other token, e.g. a quoted
     one, is certain, as copied text is for a real model."""
     body: dict[str, Any] = {
-        "id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": model,
+        "id": "chatcmpl-stub",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
         "system_fingerprint": fingerprint,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                     "finish_reason": "stop", "logprobs": None}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
         "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
     }
     if logprobs:
@@ -61,8 +76,14 @@ def completion(content: str, verdict_probs: dict[str, float] | None = None, logp
                 top.sort(key=lambda e: -e["logprob"])
                 entries.append({"token": tok, "logprob": top[0]["logprob"], "bytes": None, "top_logprobs": top})
             else:
-                entries.append({"token": tok, "logprob": 0.0, "bytes": None,
-                                "top_logprobs": [{"token": tok, "logprob": 0.0, "bytes": None}]})
+                entries.append(
+                    {
+                        "token": tok,
+                        "logprob": 0.0,
+                        "bytes": None,
+                        "top_logprobs": [{"token": tok, "logprob": 0.0, "bytes": None}],
+                    }
+                )
         body["choices"][0]["logprobs"] = {"content": entries, "refusal": None}
     return body
 
@@ -132,8 +153,10 @@ class StubServer:
                     pass
 
             def do_GET(self):
-                self._send(200, {"object": "list", "data": [{"id": "judge", "object": "model", "created": 0,
-                                                             "owned_by": "stub"}]})
+                self._send(
+                    200,
+                    {"object": "list", "data": [{"id": "judge", "object": "model", "created": 0, "owned_by": "stub"}]},
+                )
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
@@ -146,8 +169,9 @@ class StubServer:
                     time.sleep(reply.seconds)
                     reply = completion("SCORE: 1")
                 if isinstance(reply, Fault):
-                    self._send(reply.status, {"error": {"message": reply.message, "type": "stub", "code": None}},
-                               reply.headers)
+                    self._send(
+                        reply.status, {"error": {"message": reply.message, "type": "stub", "code": None}}, reply.headers
+                    )
                 else:
                     self._send(200, reply)
 
@@ -161,7 +185,7 @@ class StubServer:
     def calls(self) -> int:
         return len(self.requests)
 
-    def __enter__(self) -> "StubServer":
+    def __enter__(self) -> StubServer:
         self.thread.start()
         return self
 

@@ -9,12 +9,15 @@ from llmops.artifacts import csv_text, md_table, read_jsonl, safe_url
 from llmops.errors import DataError
 
 
-@pytest.mark.parametrize("line, message, field", [
-    (b'{"a": 1', "malformed JSON", None),
-    (b'["a list"]', "expected a JSON object", None),
-    (b'{"a": 1, "a": 2}', "key given 2 times", "a"),
-    (b'{"a": "\xff"}', "not valid UTF-8", None),
-])
+@pytest.mark.parametrize(
+    "line, message, field",
+    [
+        (b'{"a": 1', "malformed JSON", None),
+        (b'["a list"]', "expected a JSON object", None),
+        (b'{"a": 1, "a": 2}', "key given 2 times", "a"),
+        (b'{"a": "\xff"}', "not valid UTF-8", None),
+    ],
+)
 def test_strict_jsonl_names_file_line_and_field(tmp_path, line, message, field):
     path = tmp_path / "x.jsonl"
     path.write_bytes(b'{"ok": 1}\n\n' + line + b"\n")
@@ -50,12 +53,15 @@ def test_csv_text_quotes_and_uses_newline():
     assert csv_text(["a", "b"], [[1, "x,y"], [2, ""]]) == 'a,b\n1,"x,y"\n2,\n'
 
 
-@pytest.mark.parametrize("url, safe", [
-    ("https://user:tok@Host.example.com:5000/v1/?api_key=s", "https://host.example.com:5000/v1"),
-    ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
-    ("sqlite:///mlflow.db", "sqlite:///mlflow.db"),
-    ("databricks", "databricks"),
-    ("file:///tmp/mlruns?token=x", "file:///tmp/mlruns"),
-])
+@pytest.mark.parametrize(
+    "url, safe",
+    [
+        ("https://user:tok@Host.example.com:5000/v1/?api_key=s", "https://host.example.com:5000/v1"),
+        ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+        ("sqlite:///mlflow.db", "sqlite:///mlflow.db"),
+        ("databricks", "databricks"),
+        ("file:///tmp/mlruns?token=x", "file:///tmp/mlruns"),
+    ],
+)
 def test_safe_url_drops_credentials(url, safe):
     assert safe_url(url) == safe

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import yaml
+from conftest import raw_params
 
 from llmops import base
 from llmops import model as loader
 from llmops.config import load_params
 from llmops.errors import StageError
-from conftest import raw_params
 
 
 def test_tiny_base_is_a_standard_folder(tiny_workdir):

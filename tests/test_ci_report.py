@@ -7,10 +7,10 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import offline_env
-from llmops import report
 from workflow_sim import Ctx, evaluate, substitute
+
+from llmops import report
 
 LOG = """Pulling data for stage: 'base'
 Stage 'eval_base' is cached - skipping run, checking out outputs
@@ -22,15 +22,20 @@ ERROR: failed to reproduce 'prepare': failed to run: llmops prepare, exited with
 
 
 def test_dvc_stages_reads_what_repro_did():
-    assert report.dvc_stages(LOG) == {"ran": ["prepare"], "restored": ["eval_base", "base"], "unchanged": [],
-                                      "failed": ["prepare"]}
+    assert report.dvc_stages(LOG) == {
+        "ran": ["prepare"],
+        "restored": ["eval_base", "base"],
+        "unchanged": [],
+        "failed": ["prepare"],
+    }
 
 
 def test_failure_report_names_step_stage_and_error(tmp_path, monkeypatch):
     monkeypatch.setenv(report.BUILD_MODE_ENV, "from scratch: fork PR")
     (tmp_path / "repro.log").write_text(LOG)
-    out = report.write_failure(tmp_path, "install=success mode=success repro=failure push=skipped gate= report=",
-                               tmp_path / "repro.log")
+    out = report.write_failure(
+        tmp_path, "install=success mode=success repro=failure push=skipped gate= report=", tmp_path / "repro.log"
+    )
     assert (out["failed_step"], out["failed_stage"]) == ("repro", "prepare")
     text = (tmp_path / "report.md").read_text()
     assert text.startswith(report.MARKER) and "Build: from scratch: fork PR" in text
@@ -43,8 +48,14 @@ def test_failure_report_names_step_stage_and_error(tmp_path, monkeypatch):
 def test_failure_report_cli_without_valid_params(tmp_path):
     """A broken params.yaml is a likely cause of the failure: the CLI must not need it."""
     (tmp_path / "params.yaml").write_text("train: [unclosed\n")
-    proc = subprocess.run(["llmops", "report", "--failed", "install=failure"], cwd=tmp_path,
-                          env=offline_env(tmp_path), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["llmops", "report", "--failed", "install=failure"],
+        cwd=tmp_path,
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["failed_step"] == "install"
     assert "Pipeline failed at step `install`" in (tmp_path / "reports/report.md").read_text()
@@ -54,21 +65,37 @@ def test_build_mode_label_goes_under_the_title(monkeypatch):
     text = f"{report.MARKER}\n# llmops report\n\nGate: **pass**\n"
     assert report.with_build_mode(text) == text
     monkeypatch.setenv(report.BUILD_MODE_ENV, "DVC remote: reused main")
-    assert report.with_build_mode(text) == f"{report.MARKER}\n# llmops report\n\nBuild: DVC remote: reused main\n\nGate: **pass**\n"
+    assert (
+        report.with_build_mode(text)
+        == f"{report.MARKER}\n# llmops report\n\nBuild: DVC remote: reused main\n\nGate: **pass**\n"
+    )
 
 
-@pytest.mark.parametrize("expr, expected", [
-    ("${{ github.event_name == 'push' && github.ref_name == github.event.repository.default_branch }}", True),
-    ("github.base_ref || github.ref_name", "main"),
-    ("${{ !cancelled() }}", True),
-    ("${{ secrets.AWS_ACCESS_KEY_ID != '' }}", False),
-    ("steps.mode.outputs.mode == 'remote'", False),  # a step that has not run: null
-    ("format('origin/{0}', github.ref_name)", "origin/main"),
-])
+@pytest.mark.parametrize(
+    "expr, expected",
+    [
+        ("${{ github.event_name == 'push' && github.ref_name == github.event.repository.default_branch }}", True),
+        ("github.base_ref || github.ref_name", "main"),
+        ("${{ !cancelled() }}", True),
+        ("${{ secrets.AWS_ACCESS_KEY_ID != '' }}", False),
+        ("steps.mode.outputs.mode == 'remote'", False),  # a step that has not run: null
+        ("format('origin/{0}', github.ref_name)", "origin/main"),
+    ],
+)
 def test_simulator_expressions(expr, expected):
-    ctx = {"github": Ctx({"event_name": "push", "ref_name": "main", "base_ref": "",
-                          "event": {"repository": {"default_branch": "main"}}}),
-           "secrets": Ctx({}), "steps": Ctx({}), "cancelled": lambda: False}
+    ctx = {
+        "github": Ctx(
+            {
+                "event_name": "push",
+                "ref_name": "main",
+                "base_ref": "",
+                "event": {"repository": {"default_branch": "main"}},
+            }
+        ),
+        "secrets": Ctx({}),
+        "steps": Ctx({}),
+        "cancelled": lambda: False,
+    }
     assert evaluate(expr, ctx) == expected
 
 
@@ -99,6 +126,14 @@ jobs:
         run: echo ran
 """)
     github = {"event_name": "push", "ref": "refs/heads/main", "ref_name": "main", "repository": "a/b", "sha": "0"}
-    result = run_job(tmp_path / "wf.yml", "j", tmp_path, github=github, secrets={}, base_env=dict(os.environ),
-                     skip_ids={}, path_prepend=[])
+    result = run_job(
+        tmp_path / "wf.yml",
+        "j",
+        tmp_path,
+        github=github,
+        secrets={},
+        base_env=dict(os.environ),
+        skip_ids={},
+        path_prepend=[],
+    )
     assert [s.outcome for s in result.steps] == ["failure", "skipped", "success"]

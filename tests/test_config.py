@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import ROOT, raw_params
 
 from llmops.config import load_params
 from llmops.errors import ConfigError
-from conftest import ROOT, raw_params
 
 
 def write(tmp_path, raw) -> str:
@@ -23,19 +23,22 @@ def test_shipped_params_are_valid(monkeypatch):
     assert params.eval.domain_task in params.eval.domain_tasks
 
 
-@pytest.mark.parametrize("mutate, key", [
-    (lambda p: p["train"]["lora"].update(rr=8), "train.lora.rr"),
-    (lambda p: p["train"]["lora"].update(r=0), "train.lora.r"),
-    (lambda p: p["train"].update(learning_rate="fast"), "train.learning_rate"),
-    (lambda p: p["train"].update(accelerate_config="nope"), "train.accelerate_config"),
-    (lambda p: p["prepare"].update(truncation="sometimes"), "prepare.truncation"),
-    (lambda p: p["prepare"].update(label_regex="Category: \\w+"), "prepare.label_regex"),
-    (lambda p: p["prepare"].update(label_regex="(unclosed"), "prepare.label_regex"),
-    (lambda p: p["base"]["tiny"].update(hidden_size=66), "base.tiny"),
-    (lambda p: p["judge"].update(provider="remote", base_url=None), "judge"),
-    (lambda p: p.pop("gate"), "gate"),
-    (lambda p: p.update(extra_section={}), "extra_section"),
-])
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda p: p["train"]["lora"].update(rr=8), "train.lora.rr"),
+        (lambda p: p["train"]["lora"].update(r=0), "train.lora.r"),
+        (lambda p: p["train"].update(learning_rate="fast"), "train.learning_rate"),
+        (lambda p: p["train"].update(accelerate_config="nope"), "train.accelerate_config"),
+        (lambda p: p["prepare"].update(truncation="sometimes"), "prepare.truncation"),
+        (lambda p: p["prepare"].update(label_regex="Category: \\w+"), "prepare.label_regex"),
+        (lambda p: p["prepare"].update(label_regex="(unclosed"), "prepare.label_regex"),
+        (lambda p: p["base"]["tiny"].update(hidden_size=66), "base.tiny"),
+        (lambda p: p["judge"].update(provider="remote", base_url=None), "judge"),
+        (lambda p: p.pop("gate"), "gate"),
+        (lambda p: p.update(extra_section={}), "extra_section"),
+    ],
+)
 def test_bad_params_name_the_key(tmp_path, monkeypatch, mutate, key):
     monkeypatch.chdir(ROOT)  # validators resolve configs/ and prompts/ relative to the repo
     raw = raw_params()

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, make_workdir, offline_env, raw_params
+from test_gate import compare_metrics, judge_metrics
+
 from llmops import deploy, gate
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
 from llmops.errors import StageError
 from llmops.tracking import mlflow
-from test_gate import compare_metrics, judge_metrics
 
 NAME = raw_params()["deploy"]["registry_name"]  # baked repos name it after their slug
 
@@ -33,7 +33,9 @@ pytestmark = pytest.mark.integration  # a real MLflow store / dvc / git in every
 def ok_smoke(params, version_dir: Path) -> dict:
     # The folder is what models:/<name>@candidate returns, in an empty directory: adapter, card, base, manifest.
     assert Path.cwd() != version_dir.parent and not (version_dir.parent / "params.yaml").exists()
-    assert (version_dir / "adapter/adapter_model.safetensors").is_file() and (version_dir / "adapter/README.md").is_file()
+    assert (version_dir / "adapter/adapter_model.safetensors").is_file() and (
+        version_dir / "adapter/README.md"
+    ).is_file()
     assert (version_dir / "base/model.safetensors").is_file() and (version_dir / deploy.MANIFEST).is_file()
     return {"ok": True, "latency_s": 0.01, "reason": "ok"}
 
@@ -55,9 +57,18 @@ def work(tmp_path, monkeypatch):
     (work / "models/adapter").mkdir(parents=True)
     (work / "models/adapter/README.md").write_text("peft placeholder card")
     (work / "models/base").mkdir(parents=True)
-    (work / "models/base/identity.json").write_text(json.dumps(
-        {"model": "tiny", "source": "built", "path": "models/base", "revision": None, "weights_sha256": "w" * 64,
-         "config_sha256": "c" * 64}))
+    (work / "models/base/identity.json").write_text(
+        json.dumps(
+            {
+                "model": "tiny",
+                "source": "built",
+                "path": "models/base",
+                "revision": None,
+                "weights_sha256": "w" * 64,
+                "config_sha256": "c" * 64,
+            }
+        )
+    )
     (work / "models/base/model.safetensors").write_text("base weights")
     (work / "models/adapter/adapter_config.json").write_text('{"r": 16, "base_model_name_or_path": "models/base"}')
     (work / "data/prepared").mkdir(parents=True)
@@ -95,7 +106,11 @@ def deploy_and_rollback_cycle(work: Path) -> None:
     assert mv.tags["adapter_sha256"] == sha256_tree(work / "models/adapter")
     assert mv.tags["params_sha256"] == deploy.sha256_file(work / "params.yaml")
     assert mv.tags["data_sha256"] == sha256_tree(work / "data/prepared")
-    assert (mv.tags["base_model"], mv.tags["base_weights_sha256"], mv.tags["smoke_test"]) == ("tiny", "w" * 64, "passed")
+    assert (mv.tags["base_model"], mv.tags["base_weights_sha256"], mv.tags["smoke_test"]) == (
+        "tiny",
+        "w" * 64,
+        "passed",
+    )
 
     # what the registry hands out: adapter (card as README, config naming the bundled base), base, manifest
     got = Path(mlflow().artifacts.download_artifacts(f"models:/{NAME}@production", dst_path=str(work / "dl")))
@@ -152,14 +167,19 @@ def hand_written_pass(w: Path) -> None:
     (w / "reports/gate.json").write_text(json.dumps(forged))
 
 
-@pytest.mark.parametrize("breakage, message", [
-    (hand_written_pass, "re-evaluated from the metrics: verdict 'fail'.*gate.json says 'pass'"),
-    (lambda w: regate(w, invalid_rate=0.9), "verdict 'fail'"),
-    (lambda w: regate(w, calibration=None), "verdict 'error'"),
-    (lambda w: (w / "models/adapter/adapter_model.safetensors").write_text("retrained, not gated"),
-     "verdict 'error'.*not the current adapter"),
-    (lambda w: shutil.rmtree(w / "models/adapter"), "adapter folder missing"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        (hand_written_pass, "re-evaluated from the metrics: verdict 'fail'.*gate.json says 'pass'"),
+        (lambda w: regate(w, invalid_rate=0.9), "verdict 'fail'"),
+        (lambda w: regate(w, calibration=None), "verdict 'error'"),
+        (
+            lambda w: (w / "models/adapter/adapter_model.safetensors").write_text("retrained, not gated"),
+            "verdict 'error'.*not the current adapter",
+        ),
+        (lambda w: shutil.rmtree(w / "models/adapter"), "adapter folder missing"),
+    ],
+)
 def test_deploy_refuses_without_a_passing_gate_for_this_adapter(work, breakage, message):
     breakage(work)
     with pytest.raises(StageError, match=message):
@@ -174,7 +194,9 @@ def test_failed_smoke_test_keeps_the_alias(work):
     def broken(params, adapter_dir):
         raise RuntimeError("server exited with code 1")
 
-    with pytest.raises(StageError, match="smoke test .* version 2 failed .*server exited.* alias 'production' left on version 1"):
+    with pytest.raises(
+        StageError, match="smoke test .* version 2 failed .*server exited.* alias 'production' left on version 1"
+    ):
         deploy.run(load_params(), smoke=broken)
     assert alias_version() == "1"
     assert client().get_model_version(NAME, "2").tags["smoke_test"] == "failed"
@@ -193,8 +215,11 @@ def test_deploy_refuses_without_a_real_tracking_uri(work, monkeypatch):
     # under GitHub Actions a store on the runner's disk is refused too: it is deleted with the runner
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
-    for call in (lambda: deploy.run(load_params(), smoke=ok_smoke), lambda: deploy.rollback(load_params()),
-                 lambda: deploy.redeploy(load_params(), "1", smoke=ok_smoke)):
+    for call in (
+        lambda: deploy.run(load_params(), smoke=ok_smoke),
+        lambda: deploy.rollback(load_params()),
+        lambda: deploy.redeploy(load_params(), "1", smoke=ok_smoke),
+    ):
         with pytest.raises(StageError, match="sqlite store on the runner's disk"):
             call()
     # the CLI: exit 1, one clear line, no traceback
@@ -238,10 +263,24 @@ def mlflow_server(tmp_path, monkeypatch):
     store = tmp_path / "server"
     store.mkdir()
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-         "--artifacts-destination", str(store / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"), env=offline_env(tmp_path))
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "server.log", "wb"),
+        env=offline_env(tmp_path),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -309,8 +348,9 @@ out = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.eo
 print("GENERATED", out.shape[1] - ids.shape[1])
 """
     clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-I", "-c", code], cwd=empty, env=clean, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code], cwd=empty, env=clean, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GENERATED 6" in proc.stdout or "GENERATED" in proc.stdout and int(proc.stdout.split()[-1]) > 0
     assert sorted(p.name for p in empty.iterdir()) == ["v"]

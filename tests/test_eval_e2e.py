@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import copy_repo, offline_env, raw_params, shrink
 
 pytestmark = pytest.mark.slow

@@ -11,16 +11,33 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from llmops import evaluate
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
 from llmops.errors import StageError
 
 TASKS = ["general_arith", "general_qa", "triage_gen", "triage_mc"]
-COMPARE_KEYS = {"kind", "metric", "n", "base", "tuned", "delta", "delta_ci", "ratio", "ratio_ci", "diff_sd",
-                "binary", "gained", "lost", "p_value", "test", "baseline", "tuned_answers"}
+COMPARE_KEYS = {
+    "kind",
+    "metric",
+    "n",
+    "base",
+    "tuned",
+    "delta",
+    "delta_ci",
+    "ratio",
+    "ratio_ci",
+    "diff_sd",
+    "binary",
+    "gained",
+    "lost",
+    "p_value",
+    "test",
+    "baseline",
+    "tuned_answers",
+}
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +94,27 @@ def test_rendered_suite_runs_with_the_plain_lm_eval_cli(tiny_workdir, in_copy_of
     work = in_copy_of(tiny_workdir)
     suite = tmp_path / "suite"
     assert len(evaluate.render_suite(suite)) == len(TASKS)
-    out = subprocess.run(["lm_eval", "--model", "hf", "--model_args", "pretrained=models/base", "--device", "cpu",
-                          "--include_path", str(suite), "--tasks", "general_qa", "--limit", "3"],
-                         cwd=work, env=offline_env(tmp_path), capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            "lm_eval",
+            "--model",
+            "hf",
+            "--model_args",
+            "pretrained=models/base",
+            "--device",
+            "cpu",
+            "--include_path",
+            str(suite),
+            "--tasks",
+            "general_qa",
+            "--limit",
+            "3",
+        ],
+        cwd=work,
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "general_qa" in out.stdout and "exact_match" in out.stdout
 
@@ -133,7 +168,8 @@ def test_compare_has_the_documented_keys(evaluated):
     tuned = json.loads((work / "reports/eval_tuned.json").read_text())
     assert tuned["adapter_sha256"] == compare["adapter_sha256"]
     assert {n: r["score"] for n, r in tuned["tasks"].items()} == pytest.approx(
-        {n: r["tuned"] for n, r in compare["tasks"].items()})
+        {n: r["tuned"] for n, r in compare["tasks"].items()}
+    )
 
 
 def test_plots_and_mlflow(evaluated):
@@ -141,8 +177,9 @@ def test_plots_and_mlflow(evaluated):
     rows = list(csv.DictReader((work / "reports/eval_tasks.csv").open()))
     assert len(rows) == 2 * len(TASKS) and {r["model"] for r in rows} == {"base", "tuned"}
     cats = list(csv.DictReader((work / "reports/eval_categories.csv").open()))
-    assert {r["category"] for r in cats} == set(json.loads(
-        (work / "data/prepared/eval.jsonl").read_text().splitlines()[0])["choices"])
+    assert {r["category"] for r in cats} == set(
+        json.loads((work / "data/prepared/eval.jsonl").read_text().splitlines()[0])["choices"]
+    )
     assert sum(int(r["n"]) for r in cats if r["model"] == "base") == 60
 
     from mlflow.tracking import MlflowClient

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import ROOT, make_workdir, offline_env, raw_params
+
 from llmops import gate, stats
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
@@ -44,28 +44,62 @@ def moved(n: int, base_right: int, gained: int, lost: int) -> tuple[list[int], l
 
 
 def compare_metrics(sha: str) -> dict:
-    return {"adapter_sha256": sha, "domain_task": "triage_gen", "tasks": {
-        "triage_gen": task("domain", *moved(60, 1, gained=14, lost=0)),
-        "triage_mc": task("domain", *moved(60, 10, gained=20, lost=2), metric="acc"),
-        "general_qa": task("regression", *moved(200, 198, gained=1, lost=2)),
-        "general_arith": task("regression", *moved(200, 190, gained=2, lost=4)),
-    }}
+    return {
+        "adapter_sha256": sha,
+        "domain_task": "triage_gen",
+        "tasks": {
+            "triage_gen": task("domain", *moved(60, 1, gained=14, lost=0)),
+            "triage_mc": task("domain", *moved(60, 10, gained=20, lost=2), metric="acc"),
+            "general_qa": task("regression", *moved(200, 198, gained=1, lost=2)),
+            "general_arith": task("regression", *moved(200, 190, gained=2, lost=4)),
+        },
+    }
 
 
 def judge_metrics(sha: str, calibrated: bool = True) -> dict:
     """A complete judge.json (schemas.JudgeReport): the committed one with these figures."""
-    side = lambda m: {"mean": m, "ci": [m - 0.3, m + 0.3], "pass_rate": 0.6, "n": 60, "n_valid": 60,  # noqa: E731
-                      "repeat_var": None}
+
+    def side(m: float) -> dict:
+        return {"mean": m, "ci": [m - 0.3, m + 0.3], "pass_rate": 0.6, "n": 60, "n_valid": 60, "repeat_var": None}
+
     judged = json.loads((ROOT / "reports/judge.json").read_text())
-    judged.update({
-        "adapter_sha256": sha, "judge_model": "base", "provider": "local",
-        "rubrics": {"triage_quality": {"rubric_sha256": "r", "version": 1, "tuned": side(3.6), "base": side(2.1),
-                                       "delta": 1.5, "delta_ci": [1.1, 1.9]}},
-        "invalid_rate": 0.05, "failure_rate": 0.0, "calls": 120, "cache_hits": 0, "cache_hit_rate": 0.0,
-        "tokens": {"prompt": 1000, "completion": 100}, "cost_usd": 0.0})
-    judged["calibration"].update({"n": 30, "n_valid": 30, "valid_share": 1.0, "kappa": 0.7 if calibrated else 0.2,
-                                  "exact": 0.6, "adjacent": 0.9, "min_kappa": 0.6, "calibrated": calibrated,
-                                  "reason": "kappa 0.70 >= 0.6" if calibrated else "kappa 0.20 < 0.6"})
+    judged.update(
+        {
+            "adapter_sha256": sha,
+            "judge_model": "base",
+            "provider": "local",
+            "rubrics": {
+                "triage_quality": {
+                    "rubric_sha256": "r",
+                    "version": 1,
+                    "tuned": side(3.6),
+                    "base": side(2.1),
+                    "delta": 1.5,
+                    "delta_ci": [1.1, 1.9],
+                }
+            },
+            "invalid_rate": 0.05,
+            "failure_rate": 0.0,
+            "calls": 120,
+            "cache_hits": 0,
+            "cache_hit_rate": 0.0,
+            "tokens": {"prompt": 1000, "completion": 100},
+            "cost_usd": 0.0,
+        }
+    )
+    judged["calibration"].update(
+        {
+            "n": 30,
+            "n_valid": 30,
+            "valid_share": 1.0,
+            "kappa": 0.7 if calibrated else 0.2,
+            "exact": 0.6,
+            "adjacent": 0.9,
+            "min_kappa": 0.6,
+            "calibrated": calibrated,
+            "reason": "kappa 0.70 >= 0.6" if calibrated else "kappa 0.20 < 0.6",
+        }
+    )
     return judged
 
 
@@ -121,14 +155,23 @@ def test_passing_metrics_pass(work):
     assert (report["verdict"], report["exit_code"], report["errors"]) == ("pass", 0, [])
     assert report["adapter_sha256"] == sha256_tree(work / "models/adapter")
     names = [r["rule"] for r in report["rules"]]
-    assert names == ["domain_min", "domain_over_baseline", "domain_gain", "regression:general_qa", "regression:general_arith",
-                     "judge_failure_rate", "judge_mean:triage_quality", "judge_invalid_rate"]
+    assert names == [
+        "domain_min",
+        "domain_over_baseline",
+        "domain_gain",
+        "regression:general_qa",
+        "regression:general_arith",
+        "judge_failure_rate",
+        "judge_mean:triage_quality",
+        "judge_invalid_rate",
+    ]
     for r in report["rules"]:
         assert r["passed"] and r["binding"]
     qa = rule(report, "regression:general_qa")
     # 2 lost, 1 gained of 200: delta -0.005; margin 0.05 x 0.99; the bound is the paired t lower bound
-    expected = stats.diff_lower_bound(n=200, delta=-0.005, diff_sd=stats.compare(
-        *moved(200, 198, 1, 2), samples=100, seed=0)["diff_sd"], alpha=0.025)
+    expected = stats.diff_lower_bound(
+        n=200, delta=-0.005, diff_sd=stats.compare(*moved(200, 198, 1, 2), samples=100, seed=0)["diff_sd"], alpha=0.025
+    )
     assert qa["observed"] == pytest.approx(expected) and qa["threshold"] == pytest.approx(-0.0495)
     assert "n 200, 1 gained, 2 lost, one item = 0.005" in qa["detail"]
 
@@ -149,15 +192,21 @@ def test_regression_bound_equals_scipy_paired_t(lost, gained):
     assert ours == pytest.approx(scipy_lower_bound(base, tuned, 0.025))
 
 
-@pytest.mark.parametrize("gained, lost, passes", [
-    (5, 0, False),  # one-sided exact p = 1/32 = 0.031 >= 0.025: five wins and no losses is not enough
-    (6, 0, True),   # p = 1/64 = 0.016
-    (10, 3, False),  # p = 0.046
-    (14, 2, True),
-])
+@pytest.mark.parametrize(
+    "gained, lost, passes",
+    [
+        (5, 0, False),  # one-sided exact p = 1/32 = 0.031 >= 0.025: five wins and no losses is not enough
+        (6, 0, True),  # p = 1/64 = 0.016
+        (10, 3, False),  # p = 0.046
+        (14, 2, True),
+    ],
+)
 def test_domain_gain_is_the_exact_one_sided_mcnemar(work, gained, lost, passes):
-    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
-        triage_gen=task("domain", *moved(60, 20, gained=gained, lost=lost))))
+    edit(
+        work,
+        "eval_compare.json",
+        lambda c: c["tasks"].update(triage_gen=task("domain", *moved(60, 20, gained=gained, lost=lost))),
+    )
     r = rule(judge_gate(), "domain_gain")
     from scipy.stats import binomtest
 
@@ -166,15 +215,22 @@ def test_domain_gain_is_the_exact_one_sided_mcnemar(work, gained, lost, passes):
     assert f"{gained} gained, {lost} lost" in r["detail"]
 
 
-@pytest.mark.parametrize("lost, passes", [
-    (0, True), (3, True),     # 1.5% of the base's 190 right answers lost: well inside the 5% margin
-    (5, True),                # delta -0.025: the 97.5% lower bound -0.047 just clears -0.0475
-    (6, False),               # delta -0.030 (ratio 0.968): a true drop beyond 5% cannot be ruled out
-    (40, False),              # forgetting
-])
+@pytest.mark.parametrize(
+    "lost, passes",
+    [
+        (0, True),
+        (3, True),  # 1.5% of the base's 190 right answers lost: well inside the 5% margin
+        (5, True),  # delta -0.025: the 97.5% lower bound -0.047 just clears -0.0475
+        (6, False),  # delta -0.030 (ratio 0.968): a true drop beyond 5% cannot be ruled out
+        (40, False),  # forgetting
+    ],
+)
 def test_regression_is_non_inferiority(work, lost, passes):
-    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
-        general_arith=task("regression", *moved(200, 190, gained=0, lost=lost))))
+    edit(
+        work,
+        "eval_compare.json",
+        lambda c: c["tasks"].update(general_arith=task("regression", *moved(200, 190, gained=0, lost=lost))),
+    )
     report = judge_gate()
     r = rule(report, "regression:general_arith")
     assert r["passed"] is passes, r
@@ -186,8 +242,15 @@ def test_regression_is_non_inferiority(work, lost, passes):
 def test_domain_must_beat_the_input_blind_baseline(work):
     """0.25 beats six balanced labels (chance 0.167) but not a set where one label is 40% of the items."""
     assert rule(judge_gate(), "domain_over_baseline")["passed"]
-    edit(work, "eval_compare.json", lambda c: c["tasks"].update(triage_gen=task(
-        "domain", *moved(60, 1, gained=14, lost=0), baseline={"labels": 5, "chance": 0.2, "majority": 0.4})))
+    edit(
+        work,
+        "eval_compare.json",
+        lambda c: c["tasks"].update(
+            triage_gen=task(
+                "domain", *moved(60, 1, gained=14, lost=0), baseline={"labels": 5, "chance": 0.2, "majority": 0.4}
+            )
+        ),
+    )
     report = judge_gate()
     r = rule(report, "domain_over_baseline")
     assert report["verdict"] == "fail" and r["threshold"] == pytest.approx(0.43) and not r["passed"]
@@ -196,8 +259,11 @@ def test_domain_must_beat_the_input_blind_baseline(work):
 
 def test_point_rule_judges_the_observed_drop_and_still_reports_the_statistics(work):
     set_params(work, gate__regression_rule="point")
-    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
-        general_arith=task("regression", *moved(200, 190, gained=0, lost=8))))
+    edit(
+        work,
+        "eval_compare.json",
+        lambda c: c["tasks"].update(general_arith=task("regression", *moved(200, 190, gained=0, lost=8))),
+    )
     r = rule(judge_gate(), "regression:general_arith")  # delta -0.04 inside the margin 0.0475: passes
     assert r["passed"] and r["observed"] == pytest.approx(-0.04) and "non-inferiority p" in r["detail"]
     set_params(work, gate__regression_rule="noninferiority")  # the same numbers cannot rule out a 5% drop
@@ -206,24 +272,45 @@ def test_point_rule_judges_the_observed_drop_and_still_reports_the_statistics(wo
 
 def test_near_zero_base_uses_an_absolute_margin(work):
     # base 2/200 is below gate.near_zero_base (0.05): 0.95 allows losing at most 0.05 absolute, not 5% of 0.01
-    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
-        general_arith=task("regression", *moved(200, 2, gained=0, lost=1))))
+    edit(
+        work,
+        "eval_compare.json",
+        lambda c: c["tasks"].update(general_arith=task("regression", *moved(200, 2, gained=0, lost=1))),
+    )
     r = rule(judge_gate(), "regression:general_arith")
     assert r["threshold"] == pytest.approx(-0.05) and r["passed"], r
 
 
-@pytest.mark.parametrize("mutate, failing, words", [
-    (lambda c, j: c["tasks"].update(triage_gen=task("domain", *moved(60, 0, gained=8, lost=0), baseline={
-        "labels": 20, "chance": 0.05, "majority": 0.05})), "domain_min",
-     ["triage_gen", "0.133", f"domain_min {raw_params()['gate']['domain_min']}"]),
-    (lambda c, j: c["tasks"].update(triage_gen=task("domain", *moved(60, 10, gained=8, lost=4))), "domain_gain",
-     ["triage_gen", "not significant"]),
-    (lambda c, j: c["tasks"].update(general_qa=task("regression", *moved(200, 198, gained=0, lost=150))),
-     "regression:general_qa", ["general_qa", "forgetting"]),
-    (lambda c, j: j.update(invalid_rate=0.5), "judge_invalid_rate", ["invalid rate", "0.5"]),
-    (lambda c, j: j["rubrics"]["triage_quality"]["tuned"].update(mean=2.0), "judge_mean:triage_quality",
-     ["triage_quality", "2", "3.0"]),
-])
+@pytest.mark.parametrize(
+    "mutate, failing, words",
+    [
+        (
+            lambda c, j: c["tasks"].update(
+                triage_gen=task(
+                    "domain", *moved(60, 0, gained=8, lost=0), baseline={"labels": 20, "chance": 0.05, "majority": 0.05}
+                )
+            ),
+            "domain_min",
+            ["triage_gen", "0.133", f"domain_min {raw_params()['gate']['domain_min']}"],
+        ),
+        (
+            lambda c, j: c["tasks"].update(triage_gen=task("domain", *moved(60, 10, gained=8, lost=4))),
+            "domain_gain",
+            ["triage_gen", "not significant"],
+        ),
+        (
+            lambda c, j: c["tasks"].update(general_qa=task("regression", *moved(200, 198, gained=0, lost=150))),
+            "regression:general_qa",
+            ["general_qa", "forgetting"],
+        ),
+        (lambda c, j: j.update(invalid_rate=0.5), "judge_invalid_rate", ["invalid rate", "0.5"]),
+        (
+            lambda c, j: j["rubrics"]["triage_quality"]["tuned"].update(mean=2.0),
+            "judge_mean:triage_quality",
+            ["triage_quality", "2", "3.0"],
+        ),
+    ],
+)
 def test_each_binding_failure_fails_with_a_reason(work, mutate, failing, words):
     c, j = (json.loads((work / "reports" / n).read_text()) for n in ("eval_compare.json", "judge.json"))
     mutate(c, j)
@@ -279,8 +366,13 @@ def test_no_valid_verdict_is_a_finding_when_advisory_and_an_error_when_binding(w
 
 def test_kinds_come_from_params_not_from_the_file(work):
     """Relabelling a regression task as domain in the metrics file does not drop its rule: it is exit 2."""
-    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
-        general_arith={**task("regression", *moved(200, 190, gained=0, lost=150)), "kind": "domain"}))
+    edit(
+        work,
+        "eval_compare.json",
+        lambda c: c["tasks"].update(
+            general_arith={**task("regression", *moved(200, 190, gained=0, lost=150)), "kind": "domain"}
+        ),
+    )
     report = judge_gate()
     assert report["exit_code"] == 2
     assert "tasks.general_arith.kind is 'domain', params make it 'regression'" in report["errors"][0]
@@ -294,33 +386,55 @@ def _stale(work):
     (work / "models/adapter/adapter_model.safetensors").write_text("retrained weights")
 
 
-@pytest.mark.parametrize("breakage, message", [
-    (_missing, "judge.json: missing"),
-    (lambda w: write(w, "eval_compare.json", '{"adapter_sha256": "x", "tasks": {'), "malformed JSON"),
-    (lambda w: write(w, "eval_compare.json", json.dumps(compare_metrics(sha256_tree(w / "models/adapter")))
-                     .replace('"tuned": 0.985', '"tuned": NaN', 1)),
-     "tasks.general_qa.tuned: nan is not a finite number"),
-    (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(tuned=float("inf"))),
-     "tasks.general_qa.tuned: inf is not a finite number"),
-    (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(diff_sd=None)),
-     "tasks.general_qa.diff_sd"),
-    (lambda w: edit(w, "judge.json", lambda j: j.update(invalid_rate="0.05x")), "invalid_rate"),
-    (lambda w: edit(w, "judge.json", lambda j: j.update(invalid_rate=None)), "invalid_rate"),
-    (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["triage_gen"].pop("delta")),
-     "tasks.triage_gen.delta: Field required"),
-    (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"].pop("general_arith")),
-     "tasks ['general_arith'] missing"),
-    (lambda w: set_params(w, eval__regression_tasks=["general_qa", "mmlu"]), "tasks ['mmlu'] missing"),
-    (lambda w: set_params(w, eval__regression_tasks=["general_qa"]), "tasks ['general_arith'] are not in params"),
-    (lambda w: set_params(w, judge__rubrics=["triage_quality", "tone"]), "rubric 'tone'"),
-    (lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(kind="forgetting")),
-     "tasks.general_qa.kind"),
-    (lambda w: edit(w, "judge.json", lambda j: j["calibration"].pop("calibrated")), "calibration.calibrated"),
-    (lambda w: edit(w, "judge.json", lambda j: j["rubrics"]["triage_quality"]["base"].update(mean=float("nan"))),
-     "rubrics.triage_quality.base.mean: nan is not a finite number"),  # the full judge.json is a contract
-    (_stale, "stale"),
-    (lambda w: write(w, "judge.json", "[1, 2]"), "valid dictionary"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        (_missing, "judge.json: missing"),
+        (lambda w: write(w, "eval_compare.json", '{"adapter_sha256": "x", "tasks": {'), "malformed JSON"),
+        (
+            lambda w: write(
+                w,
+                "eval_compare.json",
+                json.dumps(compare_metrics(sha256_tree(w / "models/adapter"))).replace(
+                    '"tuned": 0.985', '"tuned": NaN', 1
+                ),
+            ),
+            "tasks.general_qa.tuned: nan is not a finite number",
+        ),
+        (
+            lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(tuned=float("inf"))),
+            "tasks.general_qa.tuned: inf is not a finite number",
+        ),
+        (
+            lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(diff_sd=None)),
+            "tasks.general_qa.diff_sd",
+        ),
+        (lambda w: edit(w, "judge.json", lambda j: j.update(invalid_rate="0.05x")), "invalid_rate"),
+        (lambda w: edit(w, "judge.json", lambda j: j.update(invalid_rate=None)), "invalid_rate"),
+        (
+            lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["triage_gen"].pop("delta")),
+            "tasks.triage_gen.delta: Field required",
+        ),
+        (
+            lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"].pop("general_arith")),
+            "tasks ['general_arith'] missing",
+        ),
+        (lambda w: set_params(w, eval__regression_tasks=["general_qa", "mmlu"]), "tasks ['mmlu'] missing"),
+        (lambda w: set_params(w, eval__regression_tasks=["general_qa"]), "tasks ['general_arith'] are not in params"),
+        (lambda w: set_params(w, judge__rubrics=["triage_quality", "tone"]), "rubric 'tone'"),
+        (
+            lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["general_qa"].update(kind="forgetting")),
+            "tasks.general_qa.kind",
+        ),
+        (lambda w: edit(w, "judge.json", lambda j: j["calibration"].pop("calibrated")), "calibration.calibrated"),
+        (
+            lambda w: edit(w, "judge.json", lambda j: j["rubrics"]["triage_quality"]["base"].update(mean=float("nan"))),
+            "rubrics.triage_quality.base.mean: nan is not a finite number",
+        ),  # the full judge.json is a contract
+        (_stale, "stale"),
+        (lambda w: write(w, "judge.json", "[1, 2]"), "valid dictionary"),
+    ],
+)
 def test_cannot_judge_exits_2_and_explains(work, breakage, message):
     breakage(work)
     report = judge_gate()
@@ -339,8 +453,11 @@ def test_stale_names_both_hashes(work):
 
 def test_error_beats_a_failed_rule(work):
     """Fail closed: a broken input is exit 2 even when another rule already failed (not a mere 1)."""
-    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
-        triage_gen=task("domain", *moved(60, 0, gained=2, lost=0))))
+    edit(
+        work,
+        "eval_compare.json",
+        lambda c: c["tasks"].update(triage_gen=task("domain", *moved(60, 0, gained=2, lost=0))),
+    )
     _missing(work)
     assert judge_gate()["exit_code"] == 2
 
@@ -352,8 +469,11 @@ def llmops_gate(work, *args):
 @pytest.mark.integration
 def test_cli_exit_codes_and_no_fail(work):
     assert llmops_gate(work).returncode == 0
-    edit(work, "eval_compare.json", lambda c: c["tasks"].update(
-        general_qa=task("regression", *moved(200, 198, gained=0, lost=100))))
+    edit(
+        work,
+        "eval_compare.json",
+        lambda c: c["tasks"].update(general_qa=task("regression", *moved(200, 198, gained=0, lost=100))),
+    )
     proc = llmops_gate(work)
     assert proc.returncode == 1 and "general_qa" in proc.stderr
     proc = llmops_gate(work, "--no-fail")  # what dvc.yaml runs: the verdict is in gate.json, not the exit code

@@ -12,11 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-
 from conftest import BIN, ROOT, offline_env
+from workflow_sim import run_job
+
 from llmops.errors import StageError
 from llmops.github import MARKER, sticky_comment
-from workflow_sim import run_job
 
 BOT = {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"}
 ACTIONS_APP = {"id": 15368, "slug": "github-actions", "name": "GitHub Actions"}
@@ -38,11 +38,18 @@ class FakeGitHub(ThreadingHTTPServer):
 
 
 def comment(cid: int, body: str, user: dict, app: dict | None = None) -> dict:
-    return {"id": cid, "node_id": f"IC_{cid}", "html_url": f"https://github.com/acme/llm/pull/7#issuecomment-{cid}",
-            "issue_url": "https://api.github.com/repos/acme/llm/issues/7", "body": body, "user": user,
-            "author_association": "NONE" if user["type"] == "Bot" else "CONTRIBUTOR",
-            "created_at": "2026-11-22T00:00:00Z", "updated_at": "2026-11-22T00:00:00Z",
-            "performed_via_github_app": app}
+    return {
+        "id": cid,
+        "node_id": f"IC_{cid}",
+        "html_url": f"https://github.com/acme/llm/pull/7#issuecomment-{cid}",
+        "issue_url": "https://api.github.com/repos/acme/llm/issues/7",
+        "body": body,
+        "user": user,
+        "author_association": "NONE" if user["type"] == "Bot" else "CONTRIBUTOR",
+        "created_at": "2026-11-22T00:00:00Z",
+        "updated_at": "2026-11-22T00:00:00Z",
+        "performed_via_github_app": app,
+    }
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -76,7 +83,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(404, {"message": "Not Found"})
         q = parse_qs(url.query)
         per_page, page = int(q.get("per_page", ["30"])[0]), int(q.get("page", ["1"])[0])
-        chunk = self.server.comments[(page - 1) * per_page: page * per_page]
+        chunk = self.server.comments[(page - 1) * per_page : page * per_page]
         headers = {}
         if page * per_page < len(self.server.comments):
             headers["Link"] = f'<{self.server.url}{url.path}?per_page={per_page}&page={page + 1}>; rel="next"'
@@ -159,29 +166,51 @@ def test_the_workflow_comment_job_posts_the_downloaded_report(github, tmp_path):
     (ws / "pr-reports/report.md").write_text(f"{MARKER}\n# llmops report\n\n## :x: Pipeline failed at step `repro`\n")
     env = {k: v for k, v in offline_env(tmp_path).items() if k not in ("GITHUB_TOKEN", "PYTHONPATH")}
     env["GITHUB_API_URL"] = server.url  # set by the runner on GitHub
-    github_ctx = {"event_name": "pull_request", "ref": "refs/pull/7/merge", "ref_name": "7/merge", "base_ref": "main",
-                  "repository": "acme/llm", "sha": "0" * 40, "token": server.token,
-                  "event": {"repository": {"default_branch": "main"},
-                            "pull_request": {"number": 7, "head": {"repo": {"full_name": "acme/llm"}},
-                                             "base": {"sha": "1" * 40}}}}
-    result = run_job(ROOT / ".github/workflows/pipeline.yml", "comment", ws, github=github_ctx, secrets={},
-                     base_env=env, skip_ids={}, path_prepend=[str(BIN)])
+    github_ctx = {
+        "event_name": "pull_request",
+        "ref": "refs/pull/7/merge",
+        "ref_name": "7/merge",
+        "base_ref": "main",
+        "repository": "acme/llm",
+        "sha": "0" * 40,
+        "token": server.token,
+        "event": {
+            "repository": {"default_branch": "main"},
+            "pull_request": {"number": 7, "head": {"repo": {"full_name": "acme/llm"}}, "base": {"sha": "1" * 40}},
+        },
+    }
+    result = run_job(
+        ROOT / ".github/workflows/pipeline.yml",
+        "comment",
+        ws,
+        github=github_ctx,
+        secrets={},
+        base_env=env,
+        skip_ids={},
+        path_prepend=[str(BIN)],
+    )
     assert result.ok, [s.log for s in result.steps]
-    assert sorted(result.skipped_uses) == sorted(["actions/checkout@08c6903cd8c0fde910a37f88322edcfb5dd907a8",
-                                                  "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093"])
+    assert sorted(result.skipped_uses) == sorted(
+        [
+            "actions/checkout@08c6903cd8c0fde910a37f88322edcfb5dd907a8",
+            "actions/download-artifact@d3f86a106a0bac45b974a628896c90dbdf5c8093",
+        ]
+    )
     ours = [c for c in server.comments if c["user"] == BOT]
     assert len(ours) == 1 and "Pipeline failed at step `repro`" in ours[0]["body"]
     assert server.comments[0]["body"] == f"{MARKER}\nstale, by a human"
 
 
 def test_a_fork_pr_gets_no_comment_job():
-    from workflow_sim import evaluate, Ctx
+    from workflow_sim import Ctx, evaluate
 
     cond = __import__("workflow_sim").load_workflow(ROOT / ".github/workflows/pipeline.yml")["jobs"]["comment"]["if"]
     base = {"event_name": "pull_request", "repository": "acme/llm"}
     for full_name, expected in (("acme/llm", True), ("someone/llm", False)):
-        ctx = {"github": Ctx({**base, "event": {"pull_request": {"head": {"repo": {"full_name": full_name}}}}}),
-               "cancelled": lambda: False}
+        ctx = {
+            "github": Ctx({**base, "event": {"pull_request": {"head": {"repo": {"full_name": full_name}}}}}),
+            "cancelled": lambda: False,
+        }
         assert bool(evaluate(cond, ctx)) is expected
 
 
@@ -217,8 +246,14 @@ def test_comment_cli_and_errors(github, tmp_path):
     args = ["--repo", "acme/llm", "--pr", "7", "--file", str(body)]
     cmd = ["llmops", "comment", *args]
     # the installed CLI creates; the workflow's no-install path (stdlib only, PYTHONPATH=src) updates
-    no_install = [sys.executable, "-I", "-S", "-c",  # -S: no site-packages at all, only the standard library
-                  f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); from llmops.github import main; sys.exit(main())", *args]
+    no_install = [
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",  # -S: no site-packages at all, only the standard library
+        f"import sys; sys.path.insert(0, {str(ROOT / 'src')!r}); from llmops.github import main; sys.exit(main())",
+        *args,
+    ]
     for command, expected in ((cmd, "created"), (no_install, "updated")):
         proc = subprocess.run(command, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr

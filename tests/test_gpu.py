@@ -15,8 +15,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import ROOT, offline_env
+
 from llmops import train
 from llmops.config import load_params
 
@@ -46,8 +46,14 @@ def test_bench_model_sizes_are_what_they_say():
 
 
 def test_lora_flops_and_mfu_arithmetic():
-    cfg = {"hidden_size": 4, "intermediate_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
-           "num_key_value_heads": 1, "vocab_size": 10}
+    cfg = {
+        "hidden_size": 4,
+        "intermediate_size": 8,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "vocab_size": 10,
+    }
     n = bench_gpu.matmul_params(cfg)
     assert n == 2 * (2 * 4 * 4 + 2 * 4 * 2 + 3 * 4 * 8) + 4 * 10  # 2 layers of q,o + k,v (GQA) + mlp; lm head
     attn = 4 * 2 * 4 * 100  # 4 * layers * hidden * seq_len
@@ -70,8 +76,9 @@ def test_bench_runs_what_dvc_runs_with_valid_params(tmp_path, monkeypatch):
     """The bench's params pass the real validation, and its command is the dvc.yaml cmd with single_gpu."""
     cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["cmd"]
     # the bench starts the launcher directly, not through a shell: dvc.yaml's `exec` has nothing to replace there
-    assert " ".join(bench_gpu.train_command()) == cmd.removeprefix("exec ").replace("${train.accelerate_config}",
-                                                                                   "single_gpu")
+    assert " ".join(bench_gpu.train_command()) == cmd.removeprefix("exec ").replace(
+        "${train.accelerate_config}", "single_gpu"
+    )
     raw = bench_gpu.bench_params(yaml.safe_load((ROOT / "params.yaml").read_text()), tmp_path / "base", 40, 16)
     monkeypatch.chdir(ROOT)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -86,8 +93,11 @@ def test_build_base_writes_a_loadable_bf16_llama(tmp_path, monkeypatch):
     """build_base on CPU with a shrunken shape: tokenizer from the repo's text, config and bf16 weights load."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    monkeypatch.setitem(bench_gpu.SIZES, "0.5b", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                                       num_attention_heads=4, num_key_value_heads=2))
+    monkeypatch.setitem(
+        bench_gpu.SIZES,
+        "0.5b",
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2),
+    )
     fields = bench_gpu.build_base(ROOT, "0.5b", tmp_path / "base", device="cpu")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "base")
@@ -119,8 +129,9 @@ def test_launcher_trains_on_single_gpu_config(tiny_workdir, in_copy_of, tmp_path
     raw = yaml.safe_load((work / "params.yaml").read_text())
     raw["train"].update(precision="auto", accelerate_config="single_gpu")
     (work / "params.yaml").write_text(yaml.safe_dump(raw))
-    proc = subprocess.run(bench_gpu.train_command(), cwd=work, env=offline_env(tmp_path), capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        bench_gpu.train_command(), cwd=work, env=offline_env(tmp_path), capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     perf = json.loads((work / "reports/train_perf.json").read_text())
     assert perf["peak_gpu_mb"] > 0 and perf["tokens_per_s"] > 0

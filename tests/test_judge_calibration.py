@@ -10,11 +10,11 @@ import hashlib
 
 import pytest
 import yaml
-
 from conftest import ROOT
 from judge_common import cfg, endpoint, shipped_rubric
-from llmops import judge
 from openai_stub import StubServer, completion
+
+from llmops import judge
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +32,20 @@ def test_quadratic_kappa_matches_hand_computed_and_library_values():
     assert judge.quadratic_kappa([4], [4], 1, 5) is None
     a, b = [1, 2, 2, 3, 5, 4, 1, 5], [1, 3, 2, 3, 4, 4, 2, 3]
     assert judge.quadratic_kappa(a, b, 1, 5) == pytest.approx(
-        cohen_kappa_score(a, b, weights="quadratic", labels=[1, 2, 3, 4, 5]))
+        cohen_kappa_score(a, b, weights="quadratic", labels=[1, 2, 3, 4, 5])
+    )
 
 
 def _rec(rubric, id, human, score, valid=True):
-    return {"kind": "calibration", "rubric": rubric.name, "id": id, "human_score": human, "score": score,
-            "valid": valid, "failed": False}
+    return {
+        "kind": "calibration",
+        "rubric": rubric.name,
+        "id": id,
+        "human_score": human,
+        "score": score,
+        "valid": valid,
+        "failed": False,
+    }
 
 
 def test_few_valid_judgments_are_never_calibrated(rubric):
@@ -49,8 +57,9 @@ def test_few_valid_judgments_are_never_calibrated(rubric):
     assert "4/20 valid" in out["reason"] and "judge.min_calibration_valid 15" in out["reason"]
     full = [_rec(rubric, str(i), h, float(h)) for i, h in enumerate(humans)]
     assert judge.calibration_summary(full, {rubric.name: rubric}, cfg())["calibrated"] is True
-    share = judge.calibration_summary(full[:17] + records[17:], {rubric.name: rubric},
-                                      cfg(min_calibration_valid=2, min_calibration_valid_share=0.9))
+    share = judge.calibration_summary(
+        full[:17] + records[17:], {rubric.name: rubric}, cfg(min_calibration_valid=2, min_calibration_valid_share=0.9)
+    )
     assert share["calibrated"] is False and "min_calibration_valid_share 0.9" in share["reason"]
 
 
@@ -84,15 +93,18 @@ def test_shipped_calibration_set_is_valid_and_spread(rubric):
 
 def test_bad_calibration_line_is_named(rubric, tmp_path):
     path = tmp_path / "cal.jsonl"
-    path.write_text('{"id": "a", "prompt": "p", "answer": "x", "human_score": 3}\n'
-                    '{"id": "b", "prompt": "p", "answer": "x", "human_score": 7}\n')
+    path.write_text(
+        '{"id": "a", "prompt": "p", "answer": "x", "human_score": 3}\n'
+        '{"id": "b", "prompt": "p", "answer": "x", "human_score": 7}\n'
+    )
     with pytest.raises(judge.DataError, match=r"cal.jsonl:2 field 'human_score'"):
         judge.load_calibration(path, {rubric.name: rubric})
 
 
 def test_bad_rubric_is_named(tmp_path):
     (tmp_path / "judge.jinja").write_text("{{ answer }}")
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"name": "r", "version": 1, "description": "d",
-                                                     "criteria": ["c"], "levels": {1: "a", 2: "b"}}))
+    (tmp_path / "r.yaml").write_text(
+        yaml.safe_dump({"name": "r", "version": 1, "description": "d", "criteria": ["c"], "levels": {1: "a", 2: "b"}})
+    )
     with pytest.raises(judge.ConfigError, match=r"r.yaml: levels must describe exactly the scores \[1, 2, 3, 4, 5\]"):
         judge.load_rubric(tmp_path, "r")

@@ -12,11 +12,11 @@ import json
 import time
 
 import pytest
-
 from judge_common import REFERENCE, answer_of, cfg, endpoint, item, shipped_rubric
+from openai_stub import Fault, Hang, StubServer, completion, naive_judge
+
 from llmops import judge
 from llmops.judge import rubric as rubric_mod
-from openai_stub import Fault, Hang, StubServer, completion, naive_judge
 
 FAST = {"retry-after-ms": "5"}  # the client honours it: retries without the default 0.5 s backoff
 
@@ -29,8 +29,12 @@ def rubric():
 @pytest.mark.integration
 def test_client_retries_429_5xx_and_timeouts_and_counts_attempts(rubric, tmp_path):
     attempts: dict[str, int] = {}
-    plan = {"r429": [Fault(429, "slow down", FAST)] * 2, "r500": [Fault(500, headers=FAST), Fault(503, headers=FAST)],
-            "hang": [Hang(2.0)], "ok": []}
+    plan = {
+        "r429": [Fault(429, "slow down", FAST)] * 2,
+        "r500": [Fault(500, headers=FAST), Fault(503, headers=FAST)],
+        "hang": [Hang(2.0)],
+        "ok": [],
+    }
 
     def script(body, headers, n):
         key = answer_of(body).split()[0]
@@ -41,8 +45,9 @@ def test_client_retries_429_5xx_and_timeouts_and_counts_attempts(rubric, tmp_pat
 
     items = [item(rubric, f"{k} Category: billing", id=k) for k in plan]
     with StubServer(script) as stub:
-        records, stats = judge.judge_items(items, cfg(timeout_s=0.5, max_retries=3), endpoint(stub),
-                                           judge.JudgeCache(tmp_path))
+        records, stats = judge.judge_items(
+            items, cfg(timeout_s=0.5, max_retries=3), endpoint(stub), judge.JudgeCache(tmp_path)
+        )
     assert all(r["valid"] and not r["failed"] for r in records), records
     assert attempts == {"r429": 3, "r500": 3, "hang": 2, "ok": 1}
     assert stats.calls == 4 and stats.attempts == 9 and stats.retries == 5
@@ -78,11 +83,13 @@ def test_failed_items_keep_the_provider_message_without_secrets(rubric, tmp_path
             return Fault(401, f"Incorrect API key provided: {secret}. Authorization: Bearer {secret}")
         return naive_judge(body)
 
-    items = [item(rubric, "always500", id="a"), item(rubric, "bad400", id="b"), item(rubric, "echo401", id="c")] + \
-        [item(rubric, REFERENCE + f" ({i})", id=str(i)) for i in range(5)]
+    items = [item(rubric, "always500", id="a"), item(rubric, "bad400", id="b"), item(rubric, "echo401", id="c")] + [
+        item(rubric, REFERENCE + f" ({i})", id=str(i)) for i in range(5)
+    ]
     with StubServer(script) as stub:
-        records, stats = judge.judge_items(items, cfg(max_retries=2), endpoint(stub, key=secret),
-                                           judge.JudgeCache(tmp_path))
+        records, stats = judge.judge_items(
+            items, cfg(max_retries=2), endpoint(stub, key=secret), judge.JudgeCache(tmp_path)
+        )
         sent = [answer_of(body).split()[0] for body, _ in stub.requests]
     assert sent.count("always500") == 3 and sent.count("bad400") == 1  # 5xx retried max_retries times, 400 never
     failed = {r["id"]: (r["error"], r["error_message"]) for r in records if r["failed"]}
@@ -94,8 +101,9 @@ def test_failed_items_keep_the_provider_message_without_secrets(rubric, tmp_path
     assert len(list(tmp_path.rglob("*.json"))) == 5  # failures are not cached: the next run asks again
 
 
-@pytest.mark.parametrize("message", ["sk-abcdef0123456789 is wrong", "Bearer abc.def-ghi", "api_key=abc123 rejected",
-                                     "token: abc123"])
+@pytest.mark.parametrize(
+    "message", ["sk-abcdef0123456789 is wrong", "Bearer abc.def-ghi", "api_key=abc123 rejected", "token: abc123"]
+)
 def test_redact_masks_key_like_strings(message):
     assert not any(s in judge.redact(message) for s in ("abcdef0123456789", "abc.def-ghi", "abc123"))
 
@@ -168,19 +176,22 @@ def test_entries_keep_model_fingerprint_tokens_and_cost(rubric, tmp_path):
     with StubServer(script) as stub:
         records, stats = judge.judge_items(items, cfg(), endpoint(stub), cache, prices=(0.5, 2.0))
         fingerprint["fp"] = "fp_bbb"  # the provider swaps the model behind the alias
-        more, _ = judge.judge_items(items + [item(rubric, "answer 9", id="9")], cfg(), endpoint(stub), cache,
-                                    prices=(0.5, 2.0))
+        more, _ = judge.judge_items(
+            items + [item(rubric, "answer 9", id="9")], cfg(), endpoint(stub), cache, prices=(0.5, 2.0)
+        )
     cost = (100 * 0.5 + 10 * 2.0) / 1000
     assert stats.cost_usd == pytest.approx(3 * cost)
     assert all(r["cost_usd"] == pytest.approx(cost) and r["tokens"]["prompt_tokens"] == 100 for r in more)
     assert [r["system_fingerprint"] for r in more] == ["fp_aaa"] * 3 + ["fp_bbb"]
     assert {r["judge_reported_model"] for r in more} == {"gpt-judge-2026-01"}
     from llmops.judge.stage import provenance, spend
+
     assert provenance(records)["changed"] is False
     drift = provenance(more)
     assert drift["changed"] is True and drift["system_fingerprints"] == ["fp_aaa", "fp_bbb"]
-    _, rerun = judge.judge_items(items, cfg(), judge.Endpoint("http://127.0.0.1:9/v1", "k", "stub:judge"), cache,
-                                 prices=(0.5, 2.0))
+    _, rerun = judge.judge_items(
+        items, cfg(), judge.Endpoint("http://127.0.0.1:9/v1", "k", "stub:judge"), cache, prices=(0.5, 2.0)
+    )
     cached = spend(more[:3], rerun)
     assert cached["cost_usd"] == 0 and cached["results_cost_usd"] == pytest.approx(3 * cost)  # what results cost
 
@@ -191,8 +202,12 @@ def test_prune_removes_only_entries_no_current_item_uses(rubric, tmp_path):
     with StubServer(lambda body, headers, n: naive_judge(body)) as stub:
         judge.judge_items([item(rubric, f"old {i}", id=str(i)) for i in range(4)], cfg(), endpoint(stub), cache)
         current = judge.JudgeCache(tmp_path)  # a new run: only what it asks for counts as used
-        judge.judge_items([item(rubric, f"old {i}", id=str(i)) for i in range(2)] + [item(rubric, "new", id="n")],
-                          cfg(), endpoint(stub), current)
+        judge.judge_items(
+            [item(rubric, f"old {i}", id=str(i)) for i in range(2)] + [item(rubric, "new", id="n")],
+            cfg(),
+            endpoint(stub),
+            current,
+        )
     assert len(cache.entries()) == 5
     assert current.prune(current.used) == 2 and len(current.entries()) == 3
     assert current.prune(current.used) == 0

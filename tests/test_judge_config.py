@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import ROOT, raw_params
+
 from llmops.config import load_params
 from llmops.errors import ConfigError
 
@@ -24,17 +24,20 @@ def _load(tmp_path, section: str, **values):
     return load_params(path)
 
 
-@pytest.mark.parametrize("url, message", [
-    ("https://user:sk-secret@api.example.com/v1", "credentials"),
-    ("https://:sk-secret@api.example.com/v1", "credentials"),
-    ("https://api.example.com/v1?api-key=sk-secret", "credential-like query"),
-    ("http://api.example.com/v1", "clear text"),
-    ("http://10.0.0.5:8000/v1", "clear text"),
-    ("https://api.example.com:99999/v1", "malformed URL"),
-    ("https://api.example.com:abc/v1", "malformed URL"),
-    ("ftp://api.example.com/v1", "expected http"),
-    ("api.example.com/v1", "expected http"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("https://user:sk-secret@api.example.com/v1", "credentials"),
+        ("https://:sk-secret@api.example.com/v1", "credentials"),
+        ("https://api.example.com/v1?api-key=sk-secret", "credential-like query"),
+        ("http://api.example.com/v1", "clear text"),
+        ("http://10.0.0.5:8000/v1", "clear text"),
+        ("https://api.example.com:99999/v1", "malformed URL"),
+        ("https://api.example.com:abc/v1", "malformed URL"),
+        ("ftp://api.example.com/v1", "expected http"),
+        ("api.example.com/v1", "expected http"),
+    ],
+)
 def test_bad_judge_urls_are_config_errors_naming_the_key(tmp_path, monkeypatch, url, message):
     monkeypatch.chdir(ROOT)  # params validation resolves configs/ from the repository root
     with pytest.raises(ConfigError, match=rf"judge\.base_url: .*{message}") as err:
@@ -42,17 +45,31 @@ def test_bad_judge_urls_are_config_errors_naming_the_key(tmp_path, monkeypatch, 
     assert "sk-secret" not in str(err.value)  # the error must not repeat the credential either
 
 
-@pytest.mark.parametrize("url", ["https://api.example.com/v1", "http://127.0.0.1:8000/v1", "http://localhost:8000/v1",
-                                 "http://[::1]:8000/v1", "https://judge.internal:8443/v1?api-version=2024-10-21"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://api.example.com/v1",
+        "http://127.0.0.1:8000/v1",
+        "http://localhost:8000/v1",
+        "http://[::1]:8000/v1",
+        "https://judge.internal:8443/v1?api-version=2024-10-21",
+    ],
+)
 def test_good_judge_urls_pass(tmp_path, monkeypatch, url):
     monkeypatch.chdir(ROOT)
     assert _load(tmp_path, "judge", provider="remote", base_url=url).judge.base_url == url
 
 
-@pytest.mark.parametrize("uri, ok", [
-    ("http://mlflow.internal:5000", True), ("sqlite:///mlflow.db", True), ("databricks", True),
-    ("https://user:pw@mlflow.example.com", False), ("http://mlflow.internal:70000", False),
-])
+@pytest.mark.parametrize(
+    "uri, ok",
+    [
+        ("http://mlflow.internal:5000", True),
+        ("sqlite:///mlflow.db", True),
+        ("databricks", True),
+        ("https://user:pw@mlflow.example.com", False),
+        ("http://mlflow.internal:70000", False),
+    ],
+)
 def test_tracking_uri(tmp_path, monkeypatch, uri, ok):
     monkeypatch.chdir(ROOT)
     if ok:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from judge_common import answer_of, cfg, endpoint, item, shipped_rubric
-from llmops import judge
 from openai_stub import StubServer, completion
+
+from llmops import judge
 
 
 @pytest.fixture(scope="module")
@@ -46,21 +46,24 @@ def test_logprob_score_is_the_renormalised_weighted_mean(rubric, tmp_path):
     assert stats.calls == 4 and stats.prompt_tokens == 400
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("SCORE: 4", 4),
-    ("The category is right.\nSCORE: 3", 3),
-    ("SCORE: 2\nOn reflection:\nSCORE: 5", 5),  # the LAST verdict line counts
-    ("  SCORE:1  ", 1),
-    ("SCORE: 6", None),  # out of scale
-    ("SCORE: 0", None),
-    ("SCORE: 4.5", None),  # not an integer
-    ("SCORE: four", None),
-    ("score: 4", None),  # the format is exact
-    ("I would give it SCORE: 5", None),  # not a verdict line
-    ("5", None),  # no logprobs: a bare number is not the verdict format
-    ("", None),
-    ('{"score": 5}', None),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("SCORE: 4", 4),
+        ("The category is right.\nSCORE: 3", 3),
+        ("SCORE: 2\nOn reflection:\nSCORE: 5", 5),  # the LAST verdict line counts
+        ("  SCORE:1  ", 1),
+        ("SCORE: 6", None),  # out of scale
+        ("SCORE: 0", None),
+        ("SCORE: 4.5", None),  # not an integer
+        ("SCORE: four", None),
+        ("score: 4", None),  # the format is exact
+        ("I would give it SCORE: 5", None),  # not a verdict line
+        ("5", None),  # no logprobs: a bare number is not the verdict format
+        ("", None),
+        ('{"score": 5}', None),
+    ],
+)
 def test_strict_text_verdicts(rubric, content, expected):
     score, error = judge.parse_verdict(content, rubric)
     assert score == expected
@@ -85,17 +88,30 @@ def test_text_verdicts_through_the_client_without_logprobs(rubric, tmp_path):
 
 
 def test_bare_number_reply_uses_the_first_token(rubric):
-    logprobs = [{"token": " 4", "logprob": -0.1, "top_logprobs": [{"token": " 4", "logprob": math.log(0.5)},
-                                                                   {"token": " 2", "logprob": math.log(0.5)}]}]
+    logprobs = [
+        {
+            "token": " 4",
+            "logprob": -0.1,
+            "top_logprobs": [{"token": " 4", "logprob": math.log(0.5)}, {"token": " 2", "logprob": math.log(0.5)}],
+        }
+    ]
     score, mass, error = judge.logprob_score(logprobs, rubric)
     assert score == pytest.approx(3.0) and mass == pytest.approx(1.0) and error is None
 
 
 def test_marker_merged_into_the_verdict_token(rubric):
     """Tokenizers can merge ':' and the digit: the candidates share the marker's tail, which is stripped."""
-    logprobs = [{"token": "SCORE", "logprob": 0.0, "top_logprobs": []},
-                {"token": ":4", "logprob": -0.2, "top_logprobs": [{"token": ":4", "logprob": math.log(0.75)},
-                                                                   {"token": ":5", "logprob": math.log(0.25)},
-                                                                   {"token": "5", "logprob": math.log(0.5)}]}]
+    logprobs = [
+        {"token": "SCORE", "logprob": 0.0, "top_logprobs": []},
+        {
+            "token": ":4",
+            "logprob": -0.2,
+            "top_logprobs": [
+                {"token": ":4", "logprob": math.log(0.75)},
+                {"token": ":5", "logprob": math.log(0.25)},
+                {"token": "5", "logprob": math.log(0.5)},
+            ],
+        },
+    ]
     score, mass, _ = judge.logprob_score(logprobs, rubric)
     assert score == pytest.approx(4.25) and mass == pytest.approx(1.0)

@@ -15,11 +15,11 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import ROOT, copy_repo, offline_env
+from openai_stub import Fault, StubServer, naive_judge
+
 from llmops import judge
 from llmops.judge import stage
-from openai_stub import Fault, StubServer, naive_judge
 
 # imported by the stage but cannot change its outputs: error classes, and the MLflow mirror
 NOT_DEPS = {"llmops.errors", "llmops.tracking"}
@@ -117,15 +117,19 @@ def test_remote_judge_run_never_writes_the_api_key(trained_workdir, in_copy_of, 
             return Fault(401, f"Incorrect API key provided: {secret}")
         return naive_judge(body)
 
-    cal = (work / "data/judge_calibration.jsonl")
-    cal.write_text(cal.read_text() + json.dumps({"id": "echo", "prompt": "calibration-echo", "answer": "x",
-                                                 "human_score": 1}) + "\n")
+    cal = work / "data/judge_calibration.jsonl"
+    cal.write_text(
+        cal.read_text()
+        + json.dumps({"id": "echo", "prompt": "calibration-echo", "answer": "x", "human_score": 1})
+        + "\n"
+    )
     stale = work / "cache/judge/00/00stale.json"  # an entry no current item uses: pruned at the end
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_text("{}")
     with StubServer(script) as stub:
-        _set_params(work, provider="remote", base_url=stub.url, model="judge",
-                    repeats=2, price_per_1k_input_tokens=0.01)
+        _set_params(
+            work, provider="remote", base_url=stub.url, model="judge", repeats=2, price_per_1k_input_tokens=0.01
+        )
         report = judge.run(load_params())
         calls_cold = stub.calls
         again = judge.run(load_params())

@@ -7,9 +7,9 @@ import json
 import subprocess
 
 import pytest
+from conftest import copy_repo, offline_env
 
 from llmops.artifacts import sha256_tree
-from conftest import copy_repo, offline_env
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,15 @@ def test_second_repro_is_a_noop(repo):
 
 
 def test_from_scratch_rerun_is_byte_identical(repo):
-    before = {p: (repo / p).read_bytes() for p in ("reports/train.json", "reports/data.json",
-                                                   "models/base/model.safetensors", "data/prepared/train.jsonl")}
+    before = {
+        p: (repo / p).read_bytes()
+        for p in (
+            "reports/train.json",
+            "reports/data.json",
+            "models/base/model.safetensors",
+            "data/prepared/train.jsonl",
+        )
+    }
     adapter = sha256_tree(repo / "models/adapter")
     dvc(repo, "repro", "--force", "train")  # train and everything upstream, from scratch
     assert sha256_tree(repo / "models/adapter") == adapter

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT, offline_env
 
 pytestmark = pytest.mark.slow  # a real git+DVC repo with two experiments: ~70 s on 2 cores
 
-FIT = '''
+FIT = """
 import json, os, yaml
 p = yaml.safe_load(open("params.yaml"))["train"]
 lr, epochs = p["learning_rate"], p["epochs"]
@@ -27,15 +26,25 @@ tasks = {"dom": {"tuned": round(0.2 + lr * epochs, 4), "ratio": 3.0, "delta": 0.
 json.dump({"tasks": tasks, "runtime_s": lr * epochs}, open("reports/eval_compare.json", "w"))
 json.dump({"verdict": "pass" if lr < 0.2 else "fail", "exit_code": 0}, open("reports/gate.json", "w"))
 json.dump({"train": {"final": 60 + epochs}}, open("reports/data.json", "w"))  # a metric named like a param
-'''
+"""
 
-PARAMS = {"train": {"learning_rate": 0.1, "epochs": 2, "seed": 0},
-          "eval": {"domain_tasks": ["dom"], "regression_tasks": ["gen"]}, "paths": {"reports": "reports"}}
+PARAMS = {
+    "train": {"learning_rate": 0.1, "epochs": 2, "seed": 0},
+    "eval": {"domain_tasks": ["dom"], "regression_tasks": ["gen"]},
+    "paths": {"reports": "reports"},
+}
 
-DVC_YAML = {"stages": {"fit": {
-    "cmd": "python fit.py", "deps": ["fit.py"], "params": ["train"],
-    "metrics": [{f"reports/{m}.json": {"cache": False}} for m in ("eval_compare", "gate", "data")],
-    "plots": [{"reports/train_loss.csv": {"cache": False, "x": "step", "y": "loss"}}]}}}
+DVC_YAML = {
+    "stages": {
+        "fit": {
+            "cmd": "python fit.py",
+            "deps": ["fit.py"],
+            "params": ["train"],
+            "metrics": [{f"reports/{m}.json": {"cache": False}} for m in ("eval_compare", "gate", "data")],
+            "plots": [{"reports/train_loss.csv": {"cache": False, "x": "step", "y": "loss"}}],
+        }
+    }
+}
 
 
 def sh(repo: Path, *cmd: str, **env: str) -> subprocess.CompletedProcess:
@@ -65,8 +74,14 @@ def exp_repo(tmp_path_factory) -> Path:
 def test_make_exps_keeps_decision_metrics_and_changed_params_only(exp_repo):
     proc = sh(exp_repo, "make", "-s", "-f", str(ROOT / "Makefile"), "exps", "ARGS=--csv")
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
-    assert list(rows[0]) == ["Experiment", "tasks.dom.tuned", "tasks.gen.ratio", "verdict",
-                             "train.learning_rate", "train.epochs"]  # not seed, runtime, train.final, deps
+    assert list(rows[0]) == [
+        "Experiment",
+        "tasks.dom.tuned",
+        "tasks.gen.ratio",
+        "verdict",
+        "train.learning_rate",
+        "train.epochs",
+    ]  # not seed, runtime, train.final, deps
     by_name = {row["Experiment"]: row for row in rows}
     assert by_name["lr03"]["verdict"] == "fail" and by_name["lr03"]["train.learning_rate"] == "0.3"
     assert by_name["ep4"]["verdict"] == "pass" and by_name["ep4"]["train.epochs"] == "4"
@@ -87,15 +102,28 @@ def coloured(png: Path) -> list[tuple[int, int, int]]:
 
     with Image.open(png) as image:
         assert image.format == "PNG"
-        return [(r, g, b) for r, g, b, a in image.convert("RGBA").get_flattened_data() if a > 200 and max(r, g, b) - min(r, g, b) > 80]
+        return [
+            (r, g, b)
+            for r, g, b, a in image.convert("RGBA").get_flattened_data()
+            if a > 200 and max(r, g, b) - min(r, g, b) > 80
+        ]
 
 
 def test_plots_render_offline_to_png(exp_repo):
     proc = sh(exp_repo, "llmops", "plots")
     result = json.loads(proc.stdout)
     png = exp_repo / "reports/plots/reports_train_loss.png"
-    assert result["plots"] == [{"plot": "reports/train_loss.csv", "revisions": "workspace", "file": str(
-        Path("reports/plots/reports_train_loss.png"))}] and result["errors"] == []
+    assert (
+        result["plots"]
+        == [
+            {
+                "plot": "reports/train_loss.csv",
+                "revisions": "workspace",
+                "file": str(Path("reports/plots/reports_train_loss.png")),
+            }
+        ]
+        and result["errors"] == []
+    )
     from PIL import Image
 
     with Image.open(png) as image:
@@ -117,7 +145,8 @@ def test_plots_diff_draws_every_revision(exp_repo, tmp_path):
 def test_plots_without_plots_is_one_line_error(tmp_path):
     sh(tmp_path, "git", "init", "-q")
     sh(tmp_path, "dvc", "init", "-q")
-    proc = subprocess.run(["llmops", "plots"], cwd=tmp_path, env=offline_env(tmp_path), capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        ["llmops", "plots"], cwd=tmp_path, env=offline_env(tmp_path), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 1 and "no plot to render" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "reports/plots").exists()

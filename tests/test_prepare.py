@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import offline_env
 
 from llmops import prepare
 from llmops.config import load_params
 from llmops.errors import DataError
-from conftest import offline_env
 
 GOOD = {"input": "the eNodeB at site A1 is off air", "output": "Category: radio_access\nAction: reset it."}
 
@@ -22,8 +22,10 @@ def lines(records) -> bytes:
 
 def many(n: int, offset: int = 0) -> list[dict]:
     cats = ["billing", "transport", "radio_access"]
-    return [{"input": f"incident number {i} at node {i * 7}", "output": f"Category: {cats[i % 3]}\nAction: act."}
-            for i in range(offset, offset + n)]
+    return [
+        {"input": f"incident number {i} at node {i * 7}", "output": f"Category: {cats[i % 3]}\nAction: act."}
+        for i in range(offset, offset + n)
+    ]
 
 
 @pytest.fixture
@@ -32,6 +34,7 @@ def work(tiny_workdir, in_copy_of):
     for out in (work / "data/prepared", work / "reports/data.json"):
         if out.is_dir():
             import shutil
+
             shutil.rmtree(out)
         elif out.exists():
             out.unlink()
@@ -49,45 +52,69 @@ def assert_no_outputs(work):
     assert not (work / "reports/data.json").exists()
 
 
-@pytest.mark.parametrize("bad, line, field, message", [
-    (b'{"input": "x", "output": ', 3, None, "malformed JSON"),
-    (b'{"input": "caf\xe9", "output": "Category: billing"}', 3, None, "not valid UTF-8"),
-    (b"", 3, None, "blank line"),
-    (b'["a list"]', 3, None, "expected a JSON object"),
-    ({"input": "x"}, 3, "output", "missing"),
-    ({"input": "   ", "output": "Category: billing"}, 3, "input", "empty"),
-    ({"input": 5, "output": "Category: billing"}, 3, "input", "must be a string"),
-    ({"text": "x"}, 3, None, "either 'messages' or 'input'+'output'"),
-    ({"input": "x y z", "output": "no label here"}, 3, "output", "no label"),
-    ({"messages": []}, 3, "messages", "non-empty list"),
-    ({"messages": [{"role": "bot", "content": "x"}]}, 3, "messages[0].role", "must be one of"),
-    ({"messages": [{"role": "user", "content": "x"}]}, 3, "messages[0].role", "last turn"),
-    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}, 3,
-     "messages[1].content", "empty"),
-    # issue #13: control characters, also when they arrive as JSON escapes (raw ones are malformed JSON)
-    (b'{"input": "site A\\u0000 down", "output": "Category: billing"}', 3, "input", "control character U+0000"),
-    (b'{"input": "x", "output": "Category: billing\\u001b[2J"}', 3, "output", "control character U+001B"),
-    (b'{"input": "x\\r\\ny", "output": "Category: billing"}', 3, "input", "control character U+000D"),
-    (b'{"input": "x\\u007f", "output": "Category: billing"}', 3, "input", "control character U+007F"),
-    (b'{"input": "x\\u0085", "output": "Category: billing"}', 3, "input", "control character U+0085"),
-    (b'{"input": "a\tb", "output": "Category: billing"}', 3, None, "malformed JSON (Invalid control character"),
-    (b'{"input": "x\\ud800", "output": "Category: billing"}', 3, "input", "lone surrogate U+D800"),
-    # ... and text with nothing visible in it
-    ({"input": "\u200b\u200c\u200d", "output": "Category: billing"}, 3, "input", "no visible character"),
-    ({"input": "\u2060\ufeff\u00ad", "output": "Category: billing"}, 3, "input", "no visible character"),
-    ({"input": "\u00a0\u3000\u2028 \n\t", "output": "Category: billing"}, 3, "input", "no visible character"),
-    ({"input": "\u3164\u2800\u034f", "output": "Category: billing"}, 3, "input", "no visible character"),
-    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\u200b"}]}, 3,
-     "messages[1].content", "no visible character"),
-    # ... duplicate keys, at any level: json.loads alone keeps the last value and drops the conflicting label
-    (b'{"input": "x", "output": "Category: billing", "output": "Category: transport"}', 3, "output",
-     'key given 2 times ("Category: billing", "Category: transport")'),
-    (b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "Category: billing", '
-     b'"content": "Category: transport"}]}', 3, "messages[1].content", "key given 2 times"),
-    (b'{"input": "x", "output": "Category: billing", "meta": {"src": [{"a": 1, "a": 1}]}}', 3, "meta.src[0].a",
-     "key given 2 times"),
-    (b"[" * 100_000 + b"]" * 100_000, 3, None, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "bad, line, field, message",
+    [
+        (b'{"input": "x", "output": ', 3, None, "malformed JSON"),
+        (b'{"input": "caf\xe9", "output": "Category: billing"}', 3, None, "not valid UTF-8"),
+        (b"", 3, None, "blank line"),
+        (b'["a list"]', 3, None, "expected a JSON object"),
+        ({"input": "x"}, 3, "output", "missing"),
+        ({"input": "   ", "output": "Category: billing"}, 3, "input", "empty"),
+        ({"input": 5, "output": "Category: billing"}, 3, "input", "must be a string"),
+        ({"text": "x"}, 3, None, "either 'messages' or 'input'+'output'"),
+        ({"input": "x y z", "output": "no label here"}, 3, "output", "no label"),
+        ({"messages": []}, 3, "messages", "non-empty list"),
+        ({"messages": [{"role": "bot", "content": "x"}]}, 3, "messages[0].role", "must be one of"),
+        ({"messages": [{"role": "user", "content": "x"}]}, 3, "messages[0].role", "last turn"),
+        (
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]},
+            3,
+            "messages[1].content",
+            "empty",
+        ),
+        # issue #13: control characters, also when they arrive as JSON escapes (raw ones are malformed JSON)
+        (b'{"input": "site A\\u0000 down", "output": "Category: billing"}', 3, "input", "control character U+0000"),
+        (b'{"input": "x", "output": "Category: billing\\u001b[2J"}', 3, "output", "control character U+001B"),
+        (b'{"input": "x\\r\\ny", "output": "Category: billing"}', 3, "input", "control character U+000D"),
+        (b'{"input": "x\\u007f", "output": "Category: billing"}', 3, "input", "control character U+007F"),
+        (b'{"input": "x\\u0085", "output": "Category: billing"}', 3, "input", "control character U+0085"),
+        (b'{"input": "a\tb", "output": "Category: billing"}', 3, None, "malformed JSON (Invalid control character"),
+        (b'{"input": "x\\ud800", "output": "Category: billing"}', 3, "input", "lone surrogate U+D800"),
+        # ... and text with nothing visible in it
+        ({"input": "\u200b\u200c\u200d", "output": "Category: billing"}, 3, "input", "no visible character"),
+        ({"input": "\u2060\ufeff\u00ad", "output": "Category: billing"}, 3, "input", "no visible character"),
+        ({"input": "\u00a0\u3000\u2028 \n\t", "output": "Category: billing"}, 3, "input", "no visible character"),
+        ({"input": "\u3164\u2800\u034f", "output": "Category: billing"}, 3, "input", "no visible character"),
+        (
+            {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "\u200b"}]},
+            3,
+            "messages[1].content",
+            "no visible character",
+        ),
+        # ... duplicate keys, at any level: json.loads alone keeps the last value and drops the conflicting label
+        (
+            b'{"input": "x", "output": "Category: billing", "output": "Category: transport"}',
+            3,
+            "output",
+            'key given 2 times ("Category: billing", "Category: transport")',
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "Category: billing", '
+            b'"content": "Category: transport"}]}',
+            3,
+            "messages[1].content",
+            "key given 2 times",
+        ),
+        (
+            b'{"input": "x", "output": "Category: billing", "meta": {"src": [{"a": 1, "a": 1}]}}',
+            3,
+            "meta.src[0].a",
+            "key given 2 times",
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, 3, None, "nested too deeply"),
+    ],
+)
 def test_bad_record_is_located(work, bad, line, field, message):
     records = many(2) + [bad] + many(60, 10)
     with pytest.raises(DataError) as err:
@@ -111,7 +138,7 @@ def test_empty_file(work):
 
 def test_allowed_whitespace_controls_and_visible_format_characters_pass(work):
     # \n and \t are text; a zero-width joiner inside visible text (emoji, Indic scripts) is legitimate
-    ok = {"input": "line one\n\tline two \U0001F469\u200d\U0001F4BB", "output": "Category: billing\nAction: act."}
+    ok = {"input": "line one\n\tline two \U0001f469\u200d\U0001f4bb", "output": "Category: billing\nAction: act."}
     assert run_with(work, many(60) + [ok])["train"]["final"] == 61
 
 
@@ -141,8 +168,10 @@ def test_over_long_line_is_rejected_before_parsing_and_tokenising(work, monkeypa
     assert_no_outputs(work)
 
 
-@pytest.mark.parametrize("size, ending", [(1024, b"\r\n"), (1024, b"\n"), (1025, b"\n"), (1025, b"\r\n"),
-                                          (5000, b"\r\n"), (1024, b""), (5000, b"")])
+@pytest.mark.parametrize(
+    "size, ending",
+    [(1024, b"\r\n"), (1024, b"\n"), (1025, b"\n"), (1025, b"\r\n"), (5000, b"\r\n"), (1024, b""), (5000, b"")],
+)
 def test_line_byte_limit_counts_content_bytes_only(size, ending):
     import io
 
@@ -152,12 +181,18 @@ def test_line_byte_limit_counts_content_bytes_only(size, ending):
     assert got[1:] == ([(2, b"y\n", 1)] if ending else [])
 
 
-@pytest.mark.parametrize("variant, text", [
-    ("exact", GOOD["input"]),
-    ("case and spaces", "  The ENODEB at site A1   is OFF air "),
-    ("punctuation", "The eNodeB, at site A1 -- is off-air!!"),
-    ("unicode forms", "the \uff45\uff2e\uff4f\uff44\uff45\uff22 at site A1 is o\u200bff air"),  # fullwidth, zero-width
-])
+@pytest.mark.parametrize(
+    "variant, text",
+    [
+        ("exact", GOOD["input"]),
+        ("case and spaces", "  The ENODEB at site A1   is OFF air "),
+        ("punctuation", "The eNodeB, at site A1 -- is off-air!!"),
+        (
+            "unicode forms",
+            "the \uff45\uff2e\uff4f\uff44\uff45\uff22 at site A1 is o\u200bff air",
+        ),  # fullwidth, zero-width
+    ],
+)
 def test_leakage_is_an_error(work, variant, text):
     leaked = dict(GOOD, input=text)
     with pytest.raises(DataError, match="1 train/eval pair") as err:
@@ -167,27 +202,39 @@ def test_leakage_is_an_error(work, variant, text):
     assert_no_outputs(work)
 
 
-LONG = ("Customer care escalation: the eNodeB at tower C-79 raised a sector down alarm after the storm, the backup "
-        "batteries drained within two hours and the generator at the hut failed to start on its own, so the whole "
-        "cluster of three sectors serving the stadium has been off air since early this morning.")
+LONG = (
+    "Customer care escalation: the eNodeB at tower C-79 raised a sector down alarm after the storm, the backup "
+    "batteries drained within two hours and the generator at the hut failed to start on its own, so the whole "
+    "cluster of three sectors serving the stadium has been off air since early this morning."
+)
 
 
 def test_near_duplicates_are_caught_and_every_pair_is_named(work):
     near = LONG.replace(", ", "; ").replace("C-79", "C 79") + " Please advise."  # re-punctuated, 2 words added
-    train = many(55) + [{"input": LONG, "output": "Category: radio_access"},
-                        {"messages": [{"role": "user", "content": "incident number 2000 at node 14000"},
-                                      {"role": "assistant", "content": "Category: billing"}]}]
-    evals = many(3, 1000) + [{"input": near, "output": "Category: radio_access"},
-                             {"input": "Incident number 2000, at node 14000.", "output": "Category: billing"},
-                             {"input": "INCIDENT NUMBER 7 AT NODE 49", "output": "Category: radio_access"}]
+    train = many(55) + [
+        {"input": LONG, "output": "Category: radio_access"},
+        {
+            "messages": [
+                {"role": "user", "content": "incident number 2000 at node 14000"},
+                {"role": "assistant", "content": "Category: billing"},
+            ]
+        },
+    ]
+    evals = many(3, 1000) + [
+        {"input": near, "output": "Category: radio_access"},
+        {"input": "Incident number 2000, at node 14000.", "output": "Category: billing"},
+        {"input": "INCIDENT NUMBER 7 AT NODE 49", "output": "Category: radio_access"},
+    ]
     with pytest.raises(DataError) as err:
         run_with(work, train, evals)
     message = str(err.value)
     assert message.startswith("data/raw/train.jsonl:8 field 'input': 3 train/eval pair(s) leak")
     pairs = [line.split()[:3] for line in message.splitlines()[1:]]
-    assert pairs == [["data/raw/train.jsonl:8", "<->", "data/raw/eval.jsonl:6"],
-                     ["data/raw/train.jsonl:56", "<->", "data/raw/eval.jsonl:4"],
-                     ["data/raw/train.jsonl:57", "<->", "data/raw/eval.jsonl:5"]]
+    assert pairs == [
+        ["data/raw/train.jsonl:8", "<->", "data/raw/eval.jsonl:6"],
+        ["data/raw/train.jsonl:56", "<->", "data/raw/eval.jsonl:4"],
+        ["data/raw/train.jsonl:57", "<->", "data/raw/eval.jsonl:5"],
+    ]
     near_similarity = float(message.splitlines()[2].split()[-1])
     assert 0.9 <= near_similarity < 1.0
     assert_no_outputs(work)
@@ -204,7 +251,8 @@ def test_allowed_leakage_is_listed_in_data_json(work):
     assert report == json.loads(json.dumps({k: v for k, v in stats.items() if k != "runtime_s"}))
     assert report["leaked"] == 1 and report["leakage"]["max_similarity"] == 1.0
     assert report["leakage"]["pairs"] == [
-        {"train": "data/raw/train.jsonl:56", "eval": "data/raw/eval.jsonl:4", "similarity": 1.0}]
+        {"train": "data/raw/train.jsonl:56", "eval": "data/raw/eval.jsonl:4", "similarity": 1.0}
+    ]
 
 
 def test_shipped_demo_data_has_no_leakage_with_margin():
@@ -218,17 +266,28 @@ def test_shipped_demo_data_has_no_leakage_with_margin():
     cfg = yaml.safe_load((root / "params.yaml").read_text())
     regex = re.compile(cfg["prepare"]["label_regex"])
     train, evals = (prepare.read_examples(root / cfg["paths"][k], None, regex) for k in ("raw_train", "raw_eval"))
-    leaks, (_, _, most) = prepare.find_leaks(train, evals, cfg["prepare"]["leakage_ngram"],
-                                             cfg["prepare"]["leakage_threshold"])
+    leaks, (_, _, most) = prepare.find_leaks(
+        train, evals, cfg["prepare"]["leakage_ngram"], cfg["prepare"]["leakage_threshold"]
+    )
     # the demo's own data (0.733) keeps a 0.15 margin; a baked domain's placeholder data only has to pass
     margin = 0.15 if (root / "data/make_demo_data.py").is_file() else 0.0
     assert leaks == [] and most < cfg["prepare"]["leakage_threshold"] - margin
 
 
 def test_duplicates_dropped_and_counted_and_outputs_written(work):
-    stats = run_with(work, many(55) + many(3), many(4, 1000) + [{"messages": [
-        {"role": "user", "content": "incident number 1000 at node 7000"},
-        {"role": "assistant", "content": "Category: billing\nAction: act."}]}])
+    stats = run_with(
+        work,
+        many(55) + many(3),
+        many(4, 1000)
+        + [
+            {
+                "messages": [
+                    {"role": "user", "content": "incident number 1000 at node 7000"},
+                    {"role": "assistant", "content": "Category: billing\nAction: act."},
+                ]
+            }
+        ],
+    )
     assert stats["train"]["duplicates_dropped"] == 3 and stats["train"]["final"] == 55
     assert stats["eval"]["duplicates_dropped"] == 1
     assert set(stats["train"]["tokens"]) == {"p50", "p90", "p99", "max", "mean"}
@@ -274,8 +333,9 @@ def test_length_policy(work, policy):
 
 def test_cli_exits_nonzero_with_one_line(work):
     (work / "data/raw/train.jsonl").write_bytes(lines(many(2) + [b"{oops"]))
-    proc = subprocess.run([sys.executable, "-m", "llmops.cli", "prepare"], cwd=work, env=offline_env(work),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmops.cli", "prepare"], cwd=work, env=offline_env(work), capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert "train.jsonl:3" in proc.stderr and "Traceback" not in proc.stderr
     assert_no_outputs(work)

@@ -9,12 +9,12 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import ROOT, make_workdir, offline_env, raw_params
+from test_gate import compare_metrics, judge_metrics, moved, task
+
 from llmops import gate, report
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
-from test_gate import compare_metrics, judge_metrics, moved, task
 
 pytestmark = pytest.mark.integration  # a real MLflow store / dvc / git in every test
 
@@ -35,14 +35,21 @@ def pr_repo(tmp_path, monkeypatch):
     repo = make_workdir(tmp_path / "repo", raw_params())
     monkeypatch.chdir(repo)
     put(repo, ".gitignore", "/models/\n/mlflow.db\n")
-    put(repo, "dvc.yaml", yaml.safe_dump({"metrics": ["reports/eval_compare.json", "reports/data.json",
-                                                         "reports/train_perf.json"]}))
+    put(
+        repo,
+        "dvc.yaml",
+        yaml.safe_dump({"metrics": ["reports/eval_compare.json", "reports/data.json", "reports/train_perf.json"]}),
+    )
     adapter = repo / "models/adapter"
     put(repo, "models/adapter/adapter_model.safetensors", "weights v1")
     put(repo, "reports/eval_compare.json", compare_metrics(sha256_tree(adapter)))
     put(repo, "reports/data.json", json.loads((ROOT / "reports/data.json").read_text()))  # a valid contract
     put(repo, "reports/train_perf.json", {"runtime_s": 15.25, "phases_s": {"loop": 7.03, "import": 6.95}})
-    put(repo, "reports/mlflow_run.json", {"run_id": "0123abcd", "experiment_id": "1", "tracking_uri": "sqlite:///mlflow.db"})
+    put(
+        repo,
+        "reports/mlflow_run.json",
+        {"run_id": "0123abcd", "experiment_id": "1", "tracking_uri": "sqlite:///mlflow.db"},
+    )
     git(repo, "init", "-q", "-b", "main")
     subprocess.run(["dvc", "init", "-q"], cwd=repo, env=offline_env(repo), check=True)
     git(repo, "add", "-A")
@@ -58,12 +65,35 @@ def pr_repo(tmp_path, monkeypatch):
     put(repo, "reports/eval_compare.json", forgot)
     put(repo, "reports/train_perf.json", {"runtime_s": 15.25, "phases_s": {"loop": 1.89, "import": 5.85}})
     put(repo, "reports/judge.json", dict(judge_metrics(sha), timing_s={"answers": 15.1, "total": 34.89}))
-    put(repo, "reports/judge_items.jsonl", "".join(json.dumps(
-        {"kind": k, "id": f"eval-{i}", "rubric": "triage_quality", "model": m, "score": s, "answer": f"answer {i}",
-         "reference": "Category: billing", "reasoning": f"note {i} | {m}"}) + "\n"
-        for i, (k, m, s) in enumerate([("eval", "tuned", 4.0), ("eval", "tuned", 1.0), ("eval", "base", 0.5),
-                                       ("eval", "tuned", 2.0), ("calibration", "calibration", 0.0),
-                                       ("eval", "tuned", None)])))
+    put(
+        repo,
+        "reports/judge_items.jsonl",
+        "".join(
+            json.dumps(
+                {
+                    "kind": k,
+                    "id": f"eval-{i}",
+                    "rubric": "triage_quality",
+                    "model": m,
+                    "score": s,
+                    "answer": f"answer {i}",
+                    "reference": "Category: billing",
+                    "reasoning": f"note {i} | {m}",
+                }
+            )
+            + "\n"
+            for i, (k, m, s) in enumerate(
+                [
+                    ("eval", "tuned", 4.0),
+                    ("eval", "tuned", 1.0),
+                    ("eval", "base", 0.5),
+                    ("eval", "tuned", 2.0),
+                    ("calibration", "calibration", 0.0),
+                    ("eval", "tuned", None),
+                ]
+            )
+        ),
+    )
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "pr: higher learning rate")
     gate.run(load_params())
@@ -81,17 +111,24 @@ def test_report_has_both_dvc_diffs_gate_table_and_sections(pr_repo):
     assert "train.epochs" in params_diff
     # DVC's own metrics diff: the forgotten task's numbers from both commits
     metrics_diff = section(text, "Metrics diff against `main`")
-    assert re.search(r"eval_compare\.json:tasks\.general_qa\.tuned\s*\| 0\.985\s*\| 0\.05\b", metrics_diff), metrics_diff
+    assert re.search(r"eval_compare\.json:tasks\.general_qa\.tuned\s*\| 0\.985\s*\| 0\.05\b", metrics_diff), (
+        metrics_diff
+    )
     # decision metrics first; nothing of the bookkeeping kind outside the collapsed block
     visible, _, hidden = metrics_diff.partition("<details>")
     assert "sha256" not in visible and "adapter_sha256" in hidden and "</details>" in hidden
-    assert "phases_s" not in visible and "phases_s.loop" in hidden  # per-phase timings (train_perf.json:phases_s.loop) are bookkeeping too
+    assert (
+        "phases_s" not in visible and "phases_s.loop" in hidden
+    )  # per-phase timings (train_perf.json:phases_s.loop) are bookkeeping too
     # gate verdict table with the reason naming the task
     gate_part = section(text, "Quality gate")
     assert "**Verdict: ❌ fail** (exit code 1" in gate_part
-    assert re.search(r"\| ❌ \| regression:general_qa \| binding \| -0\.94 \| >= -0\.0495 \| general_qa: observed "
-                     r"drop -0\.9400 exceeds the margin -0\.0495 \(forgetting\) \| n 200, 0 gained, 188 lost, "
-                     r"one item = 0\.005", gate_part), gate_part
+    assert re.search(
+        r"\| ❌ \| regression:general_qa \| binding \| -0\.94 \| >= -0\.0495 \| general_qa: observed "
+        r"drop -0\.9400 exceeds the margin -0\.0495 \(forgetting\) \| n 200, 0 gained, 188 lost, "
+        r"one item = 0\.005",
+        gate_part,
+    ), gate_part
     tasks = section(text, "Base vs tuned per task")
     assert "| general_qa | regression | exact_match | 200 | 0.005 | 0.990 | 0.050 | -0.940 [" in tasks
     assert "| +0 / -188 |" in tasks
@@ -116,9 +153,24 @@ def eval_samples(repo, scores: dict[str, list[int]], env: dict | None = None) ->
     folder.mkdir(parents=True, exist_ok=True)
     configs = {}
     for name, values in scores.items():
-        put(repo, f"reports/eval_samples/tuned/{name}.jsonl", "".join(json.dumps(
-            {"doc_id": i, "doc_hash": f"d{i}", "prompt_hash": f"p{i}", "doc": {"label": "x"}, "filter": "strip",
-             "exact_match": v}) + "\n" for i, v in enumerate(values)))
+        put(
+            repo,
+            f"reports/eval_samples/tuned/{name}.jsonl",
+            "".join(
+                json.dumps(
+                    {
+                        "doc_id": i,
+                        "doc_hash": f"d{i}",
+                        "prompt_hash": f"p{i}",
+                        "doc": {"label": "x"},
+                        "filter": "strip",
+                        "exact_match": v,
+                    }
+                )
+                + "\n"
+                for i, v in enumerate(values)
+            ),
+        )
         configs[name] = {"metric_list": [{"metric": "exact_match"}], "filter_list": [{"name": "strip"}]}
     put(repo, "reports/eval_samples/tuned/results.json", {"configs": configs, "group_subtasks": {}})
     subprocess.run(["dvc", "add", "-q", "reports/eval_samples/tuned"], cwd=repo, env=offline_env(repo), check=True)
@@ -131,22 +183,31 @@ def test_change_or_noise_against_the_base_branch(tmp_path, monkeypatch):
     monkeypatch.chdir(repo)
     git(repo, "init", "-q", "-b", "main")
     subprocess.run(["dvc", "init", "-q"], cwd=repo, env=offline_env(repo), check=True)
-    main = {"triage_gen": moved(60, 15, 0, 0)[0], "triage_mc": moved(60, 24, 0, 0)[0],
-            "general_qa": moved(200, 198, 0, 0)[0], "general_arith": moved(200, 190, 0, 0)[0]}
+    main = {
+        "triage_gen": moved(60, 15, 0, 0)[0],
+        "triage_mc": moved(60, 24, 0, 0)[0],
+        "general_qa": moved(200, 198, 0, 0)[0],
+        "general_arith": moved(200, 190, 0, 0)[0],
+    }
     eval_samples(repo, main)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "main")
     git(repo, "checkout", "-qb", "pr")
     pr = dict(main)
-    pr["triage_gen"] = moved(60, 15, gained=1, lost=2)[1]        # one item net: noise
+    pr["triage_gen"] = moved(60, 15, gained=1, lost=2)[1]  # one item net: noise
     pr["general_arith"] = moved(200, 190, gained=0, lost=60)[1]  # a real drop
     eval_samples(repo, pr, env={"numerics_path": "cpu B | torch CPU DEFAULT"})
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "pr")
     text = report.vs_base_section(load_params(), "main")
-    assert re.search(r"\| triage_gen \| 60 \| 0\.250 \| 0\.233 \| -0\.017 \[-0\.\d+, \+0\.\d+\] \| \+1 / -2 \| "
-                     r"p 1, within noise \|", text), text
-    assert re.search(r"\| general_arith \| 200 \| 0\.950 \| 0\.650 \| -0\.300 .* \| \+0 / -60 \| p [\d.e-]+, worse \|", text)
+    assert re.search(
+        r"\| triage_gen \| 60 \| 0\.250 \| 0\.233 \| -0\.017 \[-0\.\d+, \+0\.\d+\] \| \+1 / -2 \| "
+        r"p 1, within noise \|",
+        text,
+    ), text
+    assert re.search(
+        r"\| general_arith \| 200 \| 0\.950 \| 0\.650 \| -0\.300 .* \| \+0 / -60 \| p [\d.e-]+, worse \|", text
+    )
     assert "| general_qa | 200 | 0.990 | 0.990 | +0.000 [+0.000, +0.000] | +0 / -0 | p 1, within noise |" in text
     assert "Different hardware paths" in text and "cpu A | torch CPU AVX2" in text
     # the base branch's samples in neither cache nor remote: said so, with what to do
@@ -161,7 +222,7 @@ def test_change_or_noise_against_the_base_branch(tmp_path, monkeypatch):
 def section(text: str, title: str) -> str:
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start: end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def test_base_ref_from_env_and_unknown_ref_is_not_available(pr_repo, monkeypatch):
@@ -184,9 +245,25 @@ def test_missing_inputs_render_not_available(tmp_path, monkeypatch):
 
 
 def test_huge_judge_items_are_trimmed_first_and_said_so(pr_repo):
-    put(pr_repo, "reports/judge_items.jsonl", "".join(
-        json.dumps({"kind": "eval", "id": f"item-{i}", "rubric": "triage_quality", "model": "tuned", "score": 1.0,
-                    "answer": "y" * 5000, "reasoning": "x" * 5000}) + "\n" for i in range(2000)))
+    put(
+        pr_repo,
+        "reports/judge_items.jsonl",
+        "".join(
+            json.dumps(
+                {
+                    "kind": "eval",
+                    "id": f"item-{i}",
+                    "rubric": "triage_quality",
+                    "model": "tuned",
+                    "score": 1.0,
+                    "answer": "y" * 5000,
+                    "reasoning": "x" * 5000,
+                }
+            )
+            + "\n"
+            for i in range(2000)
+        ),
+    )
     raw = yaml.safe_load((pr_repo / "params.yaml").read_text())
     raw["report"]["worst_items"] = 2000
     put(pr_repo, "params.yaml", yaml.safe_dump(raw, sort_keys=False))
@@ -207,7 +284,7 @@ def test_tiny_limit_drops_sections_in_order_then_truncates(pr_repo):
     text = (pr_repo / "reports/report.md").read_text()
     assert len(text) <= 1000
     assert text.startswith(report.MARKER) and "## Quality gate" in text and "**Truncated**" in text
-    note = text[text.index("omitted"):]
+    note = text[text.index("omitted") :]
     assert note.index("Worst-scored") < note.index("Runtime") < note.index("Data") < note.index("LLM judge")
 
 

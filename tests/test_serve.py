@@ -28,8 +28,10 @@ from llmops.serve import DEFAULT_MAX_BODY, running_server
 
 pytestmark = pytest.mark.slow
 
-MESSAGES = [{"role": "system", "content": "Triage the telecom incident. Reply with the category and the next action."},
-            {"role": "user", "content": "Alert at 10:15: the MME pool rejects attach requests."}]
+MESSAGES = [
+    {"role": "system", "content": "Triage the telecom incident. Reply with the category and the next action."},
+    {"role": "user", "content": "Alert at 10:15: the MME pool rejects attach requests."},
+]
 KEY = "sk-llmops-test-key-0123456789"
 
 
@@ -78,8 +80,9 @@ def test_chat_with_logprobs_in_the_openai_shape(server):
     c = client(url)
     got = {}
     for model in ("tuned", "base"):
-        resp = c.chat.completions.create(model=model, messages=MESSAGES, max_tokens=12, temperature=0, seed=0,
-                                         logprobs=True, top_logprobs=5)
+        resp = c.chat.completions.create(
+            model=model, messages=MESSAGES, max_tokens=12, temperature=0, seed=0, logprobs=True, top_logprobs=5
+        )
         choice = resp.choices[0]
         content = choice.logprobs.content
         assert resp.model == model and choice.finish_reason in {"stop", "length"}
@@ -111,8 +114,12 @@ def test_stop_seed_and_errors(server):
     cut = c.chat.completions.create(model="tuned", messages=MESSAGES, max_tokens=20, temperature=0, stop=[stop])
     assert cut.choices[0].message.content == text[: text.find(stop)] and cut.choices[0].finish_reason == "stop"
 
-    sampled = [c.chat.completions.create(model="tuned", messages=MESSAGES, max_tokens=10, temperature=1.5,
-                                         seed=seed).choices[0].message.content for seed in (1, 1, 2, 3, 4)]
+    sampled = [
+        c.chat.completions.create(model="tuned", messages=MESSAGES, max_tokens=10, temperature=1.5, seed=seed)
+        .choices[0]
+        .message.content
+        for seed in (1, 1, 2, 3, 4)
+    ]
     assert sampled[0] == sampled[1]  # same seed, same sample
     assert len(set(sampled)) > 1
 
@@ -133,8 +140,12 @@ def test_access_log_never_shows_the_key_or_body(server, tmp_path):
     secret, wrong = "sk-secret-in-header-1234", "sk-wrong-key-5678"
     env = dict(os.environ, LLMOPS_SERVE_API_KEY=secret)
     with open(log, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "llmops.serve", "--model", str(base), "--port", "0",
-                                 "--port-file", str(port_file)], stdout=fh, stderr=fh, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmops.serve", "--model", str(base), "--port", "0", "--port-file", str(port_file)],
+            stdout=fh,
+            stderr=fh,
+            env=env,
+        )
     try:
         for _ in range(600):
             if port_file.is_file():
@@ -148,7 +159,8 @@ def test_access_log_never_shows_the_key_or_body(server, tmp_path):
             except OSError:
                 time.sleep(0.1)
         resp = openai.OpenAI(base_url=url, api_key=secret).chat.completions.create(
-            model="base", messages=[{"role": "user", "content": f"my key is {secret}"}], max_tokens=2)
+            model="base", messages=[{"role": "user", "content": f"my key is {secret}"}], max_tokens=2
+        )
         assert resp.choices[0].message.content is not None
         with pytest.raises(openai.AuthenticationError):
             client(url, wrong).models.list()
@@ -227,8 +239,10 @@ BAD = {  # id: (body, the param the error must name)
     "role=robot": (body(messages=[{"role": "robot", "content": "x"}]), "messages[0].role"),
     "content=5": (body(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
     "content missing": (body(messages=[{"role": "user"}]), "messages[0].content"),
-    "content=image part": (body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {
-        "url": "data:,"}}]}]), "messages[0].content"),
+    "content=image part": (
+        body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]),
+        "messages[0].content",
+    ),
     "content=lone surrogate": (body(messages=[{"role": "user", "content": "\ud800"}]), "messages"),
     'logprobs="yes"': (body(logprobs="yes"), "logprobs"),
     "top_logprobs=21": (body(logprobs=True, top_logprobs=21), "top_logprobs"),
@@ -256,15 +270,31 @@ def test_bad_values_are_400_naming_the_field(server, raw, param):
 
 def test_fields_the_client_may_send_are_accepted(server):
     url, _ = server
-    status, answer = post(url, body(stream=False, user="u-1", n=1, frequency_penalty=0, metadata={},
-                                    stop=None, seed=-(2**63), max_completion_tokens=3, temperature=2, top_p=1,
-                                    logprobs=False, messages=[{"role": "system", "content": [
-                                        {"type": "text", "text": "be brief"}]}, {"role": "user", "content": "hi",
-                                                                                 "name": "ops"}]))
+    status, answer = post(
+        url,
+        body(
+            stream=False,
+            user="u-1",
+            n=1,
+            frequency_penalty=0,
+            metadata={},
+            stop=None,
+            seed=-(2**63),
+            max_completion_tokens=3,
+            temperature=2,
+            top_p=1,
+            logprobs=False,
+            messages=[
+                {"role": "system", "content": [{"type": "text", "text": "be brief"}]},
+                {"role": "user", "content": "hi", "name": "ops"},
+            ],
+        ),
+    )
     assert status == 200, answer
     assert answer["usage"]["completion_tokens"] <= 3
-    resp = client(url).chat.completions.create(model="tuned", messages=MESSAGES, max_tokens=2, user="u-1",
-                                               stream=False, stop="\n", temperature=0)
+    resp = client(url).chat.completions.create(
+        model="tuned", messages=MESSAGES, max_tokens=2, user="u-1", stream=False, stop="\n", temperature=0
+    )
     assert resp.choices[0].message.role == "assistant"
     with pytest.raises(openai.NotFoundError) as exc:  # unknown model: 404 naming the field
         client(url).chat.completions.create(model="gpt-4o", messages=MESSAGES)
@@ -305,7 +335,9 @@ def test_body_limit_is_413_before_parsing_and_long_prompt_is_400(server):
     status, answer = post(url, b"{" * (DEFAULT_MAX_BODY + 1))  # the client sends it all, then reads the 413
     assert status == 413
     with pytest.raises(openai.APIStatusError) as exc:  # the openai client sees the 413, not a broken pipe
-        client(url).chat.completions.create(model="base", messages=[{"role": "user", "content": "x" * DEFAULT_MAX_BODY}])
+        client(url).chat.completions.create(
+            model="base", messages=[{"role": "user", "content": "x" * DEFAULT_MAX_BODY}]
+        )
     assert exc.value.status_code == 413
     # under the limit but past the context: 400 with the prompt's token count and the limit
     status, answer = post(url, body(messages=[{"role": "user", "content": "word " * 3000}]))  # conftest: 1024

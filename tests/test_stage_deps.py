@@ -13,8 +13,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "src" / "llmops"
 # cli.py only parses arguments and is left out of deps on purpose (dvc.yaml says so)
-ENTRY = {"base": "base", "prepare": "prepare", "train": "train", "eval_base": "evaluate",
-         "eval_tuned": "evaluate", "judge": "judge", "gate": "gate", "report": "report"}
+ENTRY = {
+    "base": "base",
+    "prepare": "prepare",
+    "train": "train",
+    "eval_base": "evaluate",
+    "eval_tuned": "evaluate",
+    "judge": "judge",
+    "gate": "gate",
+    "report": "report",
+}
 
 
 def module_path(name: str) -> Path:

@@ -10,18 +10,21 @@ import pytest
 from llmops import stats
 
 
-@pytest.mark.parametrize(("base", "tuned", "expected"), [
-    # 6 items only tuned got right, none the other way: p = 2 * (1/2)^6
-    ([0] * 6 + [1] * 4, [1] * 10, 2 / 64),
-    # b=5, c=0: 2 * (1/2)^5 = 0.0625 (not significant with 5 discordant pairs)
-    ([0] * 5, [1] * 5, 0.0625),
-    # b=8, c=2: 2 * (C(10,0)+C(10,1)+C(10,2)) / 2^10 = 2 * 56/1024
-    ([0] * 8 + [1] * 2 + [1] * 5, [1] * 8 + [0] * 2 + [1] * 5, 2 * 56 / 1024),
-    # symmetric discordance b=c=3: the two-sided p caps at 1
-    ([0, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0], 1.0),
-    # no discordant pairs at all: no evidence of a difference
-    ([1, 0, 1], [1, 0, 1], 1.0),
-])
+@pytest.mark.parametrize(
+    ("base", "tuned", "expected"),
+    [
+        # 6 items only tuned got right, none the other way: p = 2 * (1/2)^6
+        ([0] * 6 + [1] * 4, [1] * 10, 2 / 64),
+        # b=5, c=0: 2 * (1/2)^5 = 0.0625 (not significant with 5 discordant pairs)
+        ([0] * 5, [1] * 5, 0.0625),
+        # b=8, c=2: 2 * (C(10,0)+C(10,1)+C(10,2)) / 2^10 = 2 * 56/1024
+        ([0] * 8 + [1] * 2 + [1] * 5, [1] * 8 + [0] * 2 + [1] * 5, 2 * 56 / 1024),
+        # symmetric discordance b=c=3: the two-sided p caps at 1
+        ([0, 0, 0, 1, 1, 1], [1, 1, 1, 0, 0, 0], 1.0),
+        # no discordant pairs at all: no evidence of a difference
+        ([1, 0, 1], [1, 0, 1], 1.0),
+    ],
+)
 def test_mcnemar_exact_hand_computed(base, tuned, expected):
     assert stats.mcnemar_exact(base, tuned) == pytest.approx(expected)
 
@@ -58,7 +61,7 @@ def test_cis_are_seeded_and_bracket_the_point_estimate():
     assert a == stats.delta_ci(base, tuned, samples=1000, seed=7)
     assert (stats.bootstrap_indices(40, 5, seed=7) != stats.bootstrap_indices(40, 5, seed=8)).any()
     assert a[0] < 0.5 < a[1]  # observed delta: 30/40 - 10/40 = 0.5
-    assert a[0] > 0           # 20 gains and no losses: clearly positive
+    assert a[0] > 0  # 20 gains and no losses: clearly positive
 
 
 def test_paired_bootstrap_pvalue_extremes():
@@ -101,8 +104,9 @@ def test_mcnemar_equals_scipy_binomtest(gained, lost):
         expected = 1.0 if gained + lost == 0 else binomtest(gained, gained + lost, 0.5, alternative=alternative).pvalue
         assert stats.mcnemar_exact(base, tuned, alternative=alternative) == pytest.approx(expected)
     row = stats.compare(base, tuned, samples=100, seed=0)
-    assert stats.gain_pvalue(n=row["n"], delta=row["delta"], diff_sd=row["diff_sd"], gained=gained,
-                             lost=lost) == pytest.approx(stats.mcnemar_exact(base, tuned, alternative="greater"))
+    assert stats.gain_pvalue(
+        n=row["n"], delta=row["delta"], diff_sd=row["diff_sd"], gained=gained, lost=lost
+    ) == pytest.approx(stats.mcnemar_exact(base, tuned, alternative="greater"))
 
 
 def test_graded_metrics_use_scipys_paired_t():
@@ -114,12 +118,15 @@ def test_graded_metrics_use_scipys_paired_t():
     row = stats.compare(base, tuned, samples=100, seed=0)
     kw = dict(n=row["n"], delta=row["delta"], diff_sd=row["diff_sd"])
     assert stats.gain_pvalue(**kw, gained=None, lost=None) == pytest.approx(
-        sps.ttest_rel(tuned, base, alternative="greater").pvalue)
+        sps.ttest_rel(tuned, base, alternative="greater").pvalue
+    )
     assert stats.diff_lower_bound(**kw, alpha=0.05) == pytest.approx(
-        sps.ttest_rel(tuned, base, alternative="greater").confidence_interval(0.95).low)
+        sps.ttest_rel(tuned, base, alternative="greater").confidence_interval(0.95).low
+    )
     # non-inferiority: H0 "tuned <= base - margin" is scipy's one-sided test of (tuned + margin) vs base
     assert stats.noninferiority_pvalue(**kw, margin=0.1) == pytest.approx(
-        sps.ttest_rel(tuned + 0.1, base, alternative="greater").pvalue)
+        sps.ttest_rel(tuned + 0.1, base, alternative="greater").pvalue
+    )
 
 
 def test_no_spread_is_no_evidence_either_way():

@@ -55,8 +55,10 @@ def test_lora_trains_adapter_only(tiny_workdir, in_copy_of):
     assert perf["tokens_per_s"] > 0 and "torch" in perf["environment"]["packages"]
     phases = perf["phases_s"]
     assert set(phases) >= {"import", "setup", "loss_before", "loop", "loss_after", "save", "mlflow", "process"}
-    assert phases["loop"] == perf["runtime_s"] and phases["process"] >= sum(v for k, v in phases.items()
-                                                                           if k != "process") - 0.01
+    assert (
+        phases["loop"] == perf["runtime_s"]
+        and phases["process"] >= sum(v for k, v in phases.items() if k != "process") - 0.01
+    )
     curve = (work / "reports/train_loss.csv").read_text().splitlines()
     assert curve[0] == "step,loss,learning_rate" and len(curve) == 1 + 8 // 2
 
@@ -81,8 +83,12 @@ def test_unknown_target_module_is_named(tiny_workdir, in_copy_of):
 
 
 def test_last_logged_loss_and_curve():
-    history = [{"loss": 2.0, "step": 2, "learning_rate": 0.1}, {"eval_loss": 1.0, "step": 2},
-               {"loss": 1.5, "step": 4, "learning_rate": 0.05}, {"train_loss": 1.75, "step": 4}]
+    history = [
+        {"loss": 2.0, "step": 2, "learning_rate": 0.1},
+        {"eval_loss": 1.0, "step": 2},
+        {"loss": 1.5, "step": 4, "learning_rate": 0.05},
+        {"train_loss": 1.75, "step": 4},
+    ]
     assert train.last_logged_loss(history) == (1.5, 4)
     assert train.last_logged_loss([{"train_loss": 1.0, "step": 1}]) == (None, None)
     assert train.loss_curve_csv(history).splitlines() == ["step,loss,learning_rate", "2,2.0,0.1", "4,1.5,0.05"]
@@ -96,7 +102,6 @@ def test_accelerate_command_keeps_the_config(tmp_path):
 
 def test_dvc_stage_shows_the_accelerate_config():
     import yaml
-
     from conftest import ROOT
 
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
@@ -136,8 +141,13 @@ def test_launcher_trains_and_logs_the_run(tiny_workdir, tmp_path):
 
     work = tmp_path / "work"
     shutil.copytree(tiny_workdir, work)
-    proc = subprocess.run(["llmops", "train-launch", "--config_file", "configs/accelerate/cpu.yaml"], cwd=work,
-                          env=offline_env(tmp_path), capture_output=True, text=True)
+    proc = subprocess.run(
+        ["llmops", "train-launch", "--config_file", "configs/accelerate/cpu.yaml"],
+        cwd=work,
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((work / "reports/train.json").read_text())
     assert metrics["steps"] == 8 and (work / "models/adapter/adapter_model.safetensors").is_file()
@@ -190,7 +200,6 @@ def test_sigkill_leaves_no_orphaned_trainer(tiny_workdir, tmp_path, victim, shel
     import shutil
 
     import yaml
-
     from conftest import ROOT, offline_env
 
     repo = tmp_path / "repo"
@@ -220,8 +229,7 @@ def test_sigkill_leaves_no_orphaned_trainer(tiny_workdir, tmp_path, victim, shel
         if victim == "dvc":
             dvc.kill()
         else:
-            launcher = [p for p in tagged_pids(token)
-                        if b"train-launch" in Path(f"/proc/{p}/cmdline").read_bytes()]
+            launcher = [p for p in tagged_pids(token) if b"train-launch" in Path(f"/proc/{p}/cmdline").read_bytes()]
             assert len(launcher) == 1
             os.kill(launcher[0], signal.SIGKILL)
         dvc.wait(timeout=60)

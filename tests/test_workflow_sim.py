@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIN, ROOT, copy_repo, moto_s3, offline_env, shrink
 from workflow_sim import JobResult, run_job
 
@@ -50,14 +49,14 @@ def edit_params(repo: Path, change) -> None:
 
 def relax_gate(raw: dict) -> dict:
     # The shrunk model (8 LoRA steps) learns little: thresholds it passes, so the CI mechanics are what is tested.
-    raw["gate"].update(domain_min=0.0, domain_min_lift=None, domain_gain_significant=False,
-                       regression_min_ratio=0.01)
+    raw["gate"].update(domain_min=0.0, domain_min_lift=None, domain_gain_significant=False, regression_min_ratio=0.01)
     return raw
 
 
 def sim_size(raw: dict) -> dict:
-    raw["eval"].update(limit=8, bootstrap_samples=100, max_gen_toks=12, domain_tasks=["triage_gen"],
-                       regression_tasks=["general_qa"])
+    raw["eval"].update(
+        limit=8, bootstrap_samples=100, max_gen_toks=12, domain_tasks=["triage_gen"], regression_tasks=["general_qa"]
+    )
     raw["judge"].update(bootstrap_samples=100, max_tokens=16)
     return raw
 
@@ -89,25 +88,49 @@ def runner_env(tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]
     return env
 
 
-def run_event(origin: Path, tmp: Path, *, event: str, ref_branch: str, secrets: dict[str, str],
-              fork: bool = False, env_extra: dict[str, str] | None = None, local_config: str = "") -> tuple[Path, JobResult]:
+def run_event(
+    origin: Path,
+    tmp: Path,
+    *,
+    event: str,
+    ref_branch: str,
+    secrets: dict[str, str],
+    fork: bool = False,
+    env_extra: dict[str, str] | None = None,
+    local_config: str = "",
+) -> tuple[Path, JobResult]:
     """A fresh runner: clone (the checkout step, fetch-depth 0), then the job's steps."""
     ws = tmp / f"runner-{event}-{ref_branch}"
     subprocess.run(["git", "clone", "-q", "-b", ref_branch, str(origin), str(ws)], check=True, env=offline_env(tmp))
     if local_config:  # the moto endpoint: runner configuration, git-ignored, never committed
         (ws / ".dvc/config.local").write_text(local_config)
     sha = git(ws, "rev-parse", "HEAD")
-    github = {"event_name": event, "repository": REPO, "sha": sha, "token": "not-used",
-              "event": {"repository": {"default_branch": "main"}}}
+    github = {
+        "event_name": event,
+        "repository": REPO,
+        "sha": sha,
+        "token": "not-used",
+        "event": {"repository": {"default_branch": "main"}},
+    }
     if event == "push":
         github.update(ref=f"refs/heads/{ref_branch}", ref_name=ref_branch, base_ref="")
     else:
         github.update(ref="refs/pull/7/merge", ref_name="7/merge", base_ref="main", head_ref=ref_branch)
-        github["event"]["pull_request"] = {"number": 7, "head": {"repo": {"full_name": "someone/llm" if fork else REPO}},
-                                           "base": {"sha": git(ws, "rev-parse", "origin/main")}}
-    result = run_job(WORKFLOW, "pipeline", ws, github=github, secrets=secrets, base_env=runner_env(tmp, env_extra),
-                     skip_ids={"install": "make install skipped: this test's venv is on PATH (its GITHUB_PATH)"},
-                     path_prepend=[str(BIN)])
+        github["event"]["pull_request"] = {
+            "number": 7,
+            "head": {"repo": {"full_name": "someone/llm" if fork else REPO}},
+            "base": {"sha": git(ws, "rev-parse", "origin/main")},
+        }
+    result = run_job(
+        WORKFLOW,
+        "pipeline",
+        ws,
+        github=github,
+        secrets=secrets,
+        base_env=runner_env(tmp, env_extra),
+        skip_ids={"install": "make install skipped: this test's venv is on PATH (its GITHUB_PATH)"},
+        path_prepend=[str(BIN)],
+    )
     return ws, result
 
 
@@ -119,15 +142,23 @@ def stages_of(ws: Path) -> dict[str, list[str]]:
 
 def record(name: str, ws: Path, result: JobResult) -> dict[str, list[str]]:
     st = stages_of(ws) if (ws / "reports/ci/repro.log").is_file() else {}
-    TIMINGS[name] = {"wall_s": result.seconds, "green": result.ok, **st,
-                     "skipped": [f"{s.name} ({s.reason})" for s in result.steps if s.outcome == "skipped"]}
-    print(f"\n[{name}] {result.seconds:.0f}s green={result.ok} ran={st.get('ran')} restored={st.get('restored')} "
-          f"unchanged={st.get('unchanged')} failed={st.get('failed')}")
+    TIMINGS[name] = {
+        "wall_s": result.seconds,
+        "green": result.ok,
+        **st,
+        "skipped": [f"{s.name} ({s.reason})" for s in result.steps if s.outcome == "skipped"],
+    }
+    print(
+        f"\n[{name}] {result.seconds:.0f}s green={result.ok} ran={st.get('ran')} restored={st.get('restored')} "
+        f"unchanged={st.get('unchanged')} failed={st.get('failed')}"
+    )
     return st
 
 
 def explain(result: JobResult) -> str:
-    return "\n".join(f"--- {s.name}: {s.outcome} {s.reason}\n{s.log[-3000:]}" for s in result.steps if s.outcome == "failure")
+    return "\n".join(
+        f"--- {s.name}: {s.outcome} {s.reason}\n{s.log[-3000:]}" for s in result.steps if s.outcome == "failure"
+    )
 
 
 def test_no_remote_pull_request_builds_everything_and_is_green(origin, tmp_path):
@@ -142,12 +173,14 @@ def test_no_remote_pull_request_builds_everything_and_is_green(origin, tmp_path)
     assert report in result.summary  # the job summary carries it too
     # the steps that need GitHub are listed, not silently dropped
     assert {"actions/checkout", "actions/setup-python", "actions/upload-artifact"} <= {
-        s.reason.split()[1] for s in result.steps if s.reason.startswith("uses:")}
+        s.reason.split()[1] for s in result.steps if s.reason.startswith("uses:")
+    }
     assert result.step("install").reason.startswith("id install")
     assert result.step("failure report").outcome == "skipped"
 
 
 # --- S3 remote (moto_server on loopback) ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
@@ -163,26 +196,40 @@ def remote_main(origin, s3, tmp_path_factory):
     """A team adds an S3 remote on main; main's push run builds everything and pushes it."""
     endpoint, env = s3
     git(origin, "checkout", "-q", "-B", "main-remote", "main")
-    subprocess.run(["dvc", "remote", "add", "-d", "storage", f"s3://{BUCKET}/dvc"], cwd=origin, check=True,
-                   env=offline_env(origin), capture_output=True)
+    subprocess.run(
+        ["dvc", "remote", "add", "-d", "storage", f"s3://{BUCKET}/dvc"],
+        cwd=origin,
+        check=True,
+        env=offline_env(origin),
+        capture_output=True,
+    )
     git(origin, "add", ".dvc/config")
     git(origin, "commit", "-qm", "dvc remote")
     git(origin, "checkout", "-q", "main")
     git(origin, "reset", "-q", "--hard", "main-remote")
     tmp = tmp_path_factory.mktemp("remote")
     local = f"['remote \"storage\"']\n    endpointurl = {endpoint}\n"
-    ws, result = run_event(origin, tmp, event="push", ref_branch="main", secrets=SECRETS, env_extra=env,
-                           local_config=local)
+    ws, result = run_event(
+        origin, tmp, event="push", ref_branch="main", secrets=SECRETS, env_extra=env, local_config=local
+    )
     return {"tmp": tmp, "env": env, "local": local, "ws": ws, "result": result}
 
 
 def bucket_keys(endpoint: str) -> list[str]:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                      region_name="us-east-1")
-    return [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-            for o in page.get("Contents", [])]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    return [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for o in page.get("Contents", [])
+    ]
 
 
 def test_main_push_builds_and_fills_the_remote(remote_main, s3):
@@ -201,8 +248,17 @@ def test_main_push_builds_and_fills_the_remote(remote_main, s3):
 def pr(origin, remote_main):
     def _run(name: str, change, secrets=SECRETS, fork=False):
         branch(origin, name, change)
-        return run_event(origin, remote_main["tmp"], event="pull_request", ref_branch=name, secrets=secrets,
-                         fork=fork, env_extra=remote_main["env"], local_config=remote_main["local"])
+        return run_event(
+            origin,
+            remote_main["tmp"],
+            event="pull_request",
+            ref_branch=name,
+            secrets=secrets,
+            fork=fork,
+            env_extra=remote_main["env"],
+            local_config=remote_main["local"],
+        )
+
     return _run
 
 
@@ -250,8 +306,10 @@ def test_fork_pr_without_secrets_rebuilds_labelled_and_a_failed_stage_is_reporte
 def test_zz_print_timings():
     """Printed with -s: the table docs/gate-ci-deploy.md quotes."""
     for name, t in TIMINGS.items():
-        print(f"{name:32s} {t['wall_s']:6.1f}s green={t['green']} ran={t.get('ran')} "
-              f"restored/unchanged={sorted(t.get('restored', []) + t.get('unchanged', []))}")
+        print(
+            f"{name:32s} {t['wall_s']:6.1f}s green={t['green']} ran={t.get('ran')} "
+            f"restored/unchanged={sorted(t.get('restored', []) + t.get('unchanged', []))}"
+        )
     out = os.environ.get("LLMOPS_SIM_TIMINGS")
     if out:
         Path(out).write_text(json.dumps(TIMINGS, indent=2))

@@ -36,8 +36,11 @@ def test_expected_workflows_exist():
 @pytest.mark.integration
 def test_zizmor_offline_reports_no_findings():
     # --strict-collection: a workflow zizmor cannot parse is an error, not silently skipped
-    proc = subprocess.run([str(BIN / "zizmor"), "--offline", "--strict-collection", "--persona", "pedantic",
-                           str(WORKFLOWS)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(BIN / "zizmor"), "--offline", "--strict-collection", "--persona", "pedantic", str(WORKFLOWS)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No findings to report" in proc.stdout
     for f in FILES:
@@ -46,8 +49,11 @@ def test_zizmor_offline_reports_no_findings():
 
 @pytest.mark.integration
 def test_github_workflow_schema():
-    proc = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
-                           *map(str, FILES)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *map(str, FILES)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -115,8 +121,10 @@ def test_pipeline_job_builds_what_is_missing_and_pushes_in_remote_mode():
     assert not secret_refs(by_id["install"]) and by_id["install"].get("env") is None
     assert by_id["mode"]["env"] == {"HAS_CREDENTIALS": "${{ secrets.AWS_ACCESS_KEY_ID != '' }}"}
     assert {n for s in steps(job) for n in secret_refs(s)} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
-    order = [next(i for i, s in enumerate(steps(job)) if s.get("id") == k)
-             for k in ("install", "mode", "repro", "push", "gate", "report")]
+    order = [
+        next(i for i, s in enumerate(steps(job)) if s.get("id") == k)
+        for k in ("install", "mode", "repro", "push", "gate", "report")
+    ]
     assert order == sorted(order)
     failure = next(s for s in steps(job) if s.get("if") == "${{ failure() }}")
     assert "llmops report --failed" in failure["run"] and "steps.repro.outcome" in failure["env"]["OUTCOMES"]
@@ -124,14 +132,19 @@ def test_pipeline_job_builds_what_is_missing_and_pushes_in_remote_mode():
     assert any(s["with"]["path"].strip() == "reports/" and s["if"] == "${{ !cancelled() }}" for s in uploads)
     # the job fails when the gate did not exit 0 (after the report was written and uploaded)
     last = steps(job)[-1]
-    assert last["env"]["GATE_EXIT_CODE"] == "${{ steps.gate.outputs.exit_code }}" and 'test "$GATE_EXIT_CODE" = "0"' in last["run"]
+    assert (
+        last["env"]["GATE_EXIT_CODE"] == "${{ steps.gate.outputs.exit_code }}"
+        and 'test "$GATE_EXIT_CODE" = "0"' in last["run"]
+    )
     assert job["outputs"]["gate_exit_code"] == "${{ steps.gate.outputs.exit_code }}"
 
 
 def test_deploy_needs_the_gate_runs_on_default_branch_in_production():
     jobs = load("pipeline.yml")["jobs"]
     deploy = jobs["deploy"]
-    assert deploy["needs"] == "pipeline" and "llmops gate" in "\n".join(s.get("run", "") for s in steps(jobs["pipeline"]))
+    assert deploy["needs"] == "pipeline" and "llmops gate" in "\n".join(
+        s.get("run", "") for s in steps(jobs["pipeline"])
+    )
     assert deploy["environment"] == "production"
     cond = deploy["if"]
     assert "github.event_name == 'push'" in cond
@@ -143,7 +156,11 @@ def test_deploy_needs_the_gate_runs_on_default_branch_in_production():
     # the MLflow secrets reach the deploy step only (which re-evaluates the gate rules itself), not the install
     with_secrets = [s for s in steps(deploy) if secret_refs(s)]
     assert len(with_secrets) == 1 and with_secrets[0]["run"].strip() == "llmops deploy"
-    assert secret_refs(with_secrets[0]) == {"MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    assert secret_refs(with_secrets[0]) == {
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    }
 
 
 def test_rollback_and_redeploy_from_the_actions_tab():

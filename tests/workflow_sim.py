@@ -84,8 +84,7 @@ def evaluate(expr: str, contexts: dict[str, Any]) -> Any:
     if not _ALLOWED.match(py.replace("True", "x").replace("False", "x").replace("None", "x")):
         raise ValueError(f"expression outside the simulated subset: {expr!r}")
     # hyphenated identifiers (step ids, input names) read as attribute names here
-    py = re.sub(r"(?<=\.)([A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)+)",
-                lambda m: m.group(1).replace("-", "_"), py)
+    py = re.sub(r"(?<=\.)([A-Za-z_][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)+)", lambda m: m.group(1).replace("-", "_"), py)
     return eval(py, {"__builtins__": {}}, {**contexts, "format": _format})  # noqa: S307 - checked subset
 
 
@@ -128,7 +127,7 @@ def _read_kv(path: Path) -> dict[str, str]:
         m = re.match(r"^([^=<]+)<<(.+)$", line)
         if m:  # name<<DELIM multi-line form
             end = lines.index(m.group(2), i + 1)
-            out[m.group(1)] = "\n".join(lines[i + 1:end])
+            out[m.group(1)] = "\n".join(lines[i + 1 : end])
             i = end + 1
             continue
         if "=" in line:
@@ -145,17 +144,33 @@ def load_workflow(path: Path) -> dict:
     return data
 
 
-def run_job(workflow: Path, job_name: str, workspace: Path, *, github: dict, secrets: dict[str, str],
-            base_env: dict[str, str], skip_ids: dict[str, str], path_prepend: list[str],
-            vars_: dict[str, str] | None = None, timeout: float = 900) -> JobResult:
+def run_job(
+    workflow: Path,
+    job_name: str,
+    workspace: Path,
+    *,
+    github: dict,
+    secrets: dict[str, str],
+    base_env: dict[str, str],
+    skip_ids: dict[str, str],
+    path_prepend: list[str],
+    vars_: dict[str, str] | None = None,
+    timeout: float = 900,
+) -> JobResult:
     wf = load_workflow(workflow)
     job = wf["jobs"][job_name]
     scratch = Path(tempfile.mkdtemp(prefix="gha-"))
     files = {k: scratch / k.lower() for k in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY")}
     steps_ctx: dict[str, dict] = {}
-    contexts = {"github": Ctx(github), "secrets": Ctx(secrets), "vars": Ctx(vars_ or {}),
-                "steps": Ctx(steps_ctx), "inputs": Ctx(github.get("event", {}).get("inputs", {})),
-                "needs": Ctx({}), "env": Ctx({})}
+    contexts = {
+        "github": Ctx(github),
+        "secrets": Ctx(secrets),
+        "vars": Ctx(vars_ or {}),
+        "steps": Ctx(steps_ctx),
+        "inputs": Ctx(github.get("event", {}).get("inputs", {})),
+        "needs": Ctx({}),
+        "env": Ctx({}),
+    }
     failed = False
     contexts.update(success=lambda: not failed, failure=lambda: failed, cancelled=lambda: False, always=lambda: True)
     result = JobResult()
@@ -186,15 +201,23 @@ def run_job(workflow: Path, job_name: str, workspace: Path, *, github: dict, sec
         for f in (files["GITHUB_OUTPUT"], files["GITHUB_ENV"], files["GITHUB_PATH"]):
             f.write_text("")
         env = dict(base_env)
-        env.update({
-            "CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": str(workspace),
-            "GITHUB_EVENT_NAME": github["event_name"], "GITHUB_REF": github["ref"],
-            "GITHUB_REF_NAME": github["ref_name"], "GITHUB_BASE_REF": github.get("base_ref", ""),
-            "GITHUB_HEAD_REF": github.get("head_ref", ""), "GITHUB_REPOSITORY": github["repository"],
-            "GITHUB_SHA": github["sha"], "RUNNER_TEMP": str(scratch),
-            "PYTHONPATH": str(workspace / "src"),  # the editable install (skipped step) points here
-            **{k: str(v) for k, v in files.items()},
-        })
+        env.update(
+            {
+                "CI": "true",
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_WORKSPACE": str(workspace),
+                "GITHUB_EVENT_NAME": github["event_name"],
+                "GITHUB_REF": github["ref"],
+                "GITHUB_REF_NAME": github["ref_name"],
+                "GITHUB_BASE_REF": github.get("base_ref", ""),
+                "GITHUB_HEAD_REF": github.get("head_ref", ""),
+                "GITHUB_REPOSITORY": github["repository"],
+                "GITHUB_SHA": github["sha"],
+                "RUNNER_TEMP": str(scratch),
+                "PYTHONPATH": str(workspace / "src"),  # the editable install (skipped step) points here
+                **{k: str(v) for k, v in files.items()},
+            }
+        )
         for scope in (wf.get("env") or {}, job.get("env") or {}):
             env.update({k: substitute(v, contexts) for k, v in scope.items()})
         env.update(job_env)
@@ -203,8 +226,15 @@ def run_job(workflow: Path, job_name: str, workspace: Path, *, github: dict, sec
         script = scratch / "step.sh"
         script.write_text(raw["run"])
         t0 = time.monotonic()
-        proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=workspace,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+        proc = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            cwd=workspace,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
         outcome = "success" if proc.returncode == 0 else "failure"
         failed = failed or outcome == "failure"
         outputs = _read_kv(files["GITHUB_OUTPUT"])
@@ -212,8 +242,9 @@ def run_job(workflow: Path, job_name: str, workspace: Path, *, github: dict, sec
         extra_path = [p for p in files["GITHUB_PATH"].read_text().splitlines() if p] + extra_path
         if sid:
             steps_ctx[sid] = {"outcome": outcome, "conclusion": outcome, "outputs": outputs}
-        result.steps.append(StepResult(name, outcome, round(time.monotonic() - t0, 1), proc.stdout,
-                                       f"exit {proc.returncode}"))
+        result.steps.append(
+            StepResult(name, outcome, round(time.monotonic() - t0, 1), proc.stdout, f"exit {proc.returncode}")
+        )
     result.seconds = round(time.monotonic() - start, 1)
     result.outputs = {k: substitute(v, contexts) for k, v in (job.get("outputs") or {}).items()}
     result.summary = files["GITHUB_STEP_SUMMARY"].read_text() if files["GITHUB_STEP_SUMMARY"].is_file() else ""

@@ -123,8 +123,13 @@ def parse_json_line(raw: bytes, path: Path | str, line: int) -> Any:
     duplicate = _first_duplicate(record)
     if duplicate:
         where, values = duplicate
-        raise DataError(path, f"key given {len(values)} times ({', '.join(_short(v) for v in values)}); JSON "
-                        "would silently keep the last value", line, where)
+        raise DataError(
+            path,
+            f"key given {len(values)} times ({', '.join(_short(v) for v in values)}); JSON "
+            "would silently keep the last value",
+            line,
+            where,
+        )
     return record
 
 
@@ -153,8 +158,9 @@ def read_jsonl(path: Path | str, strict: bool = True, data: bytes | None = None)
         rows.append((number, record))
     if skipped:
         shown = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
-        print(f"warning: {path}: skipped {len(skipped)} line(s) that are not JSON objects (line {shown})",
-              file=sys.stderr)
+        print(
+            f"warning: {path}: skipped {len(skipped)} line(s) that are not JSON objects (line {shown})", file=sys.stderr
+        )
     if strict and not rows:
         raise DataError(path, "no records")
     return rows
@@ -250,7 +256,8 @@ def numerics_path(env: dict[str, Any]) -> str:
     settings = ",".join(f"{k}={v}" for k, v in sorted((env.get("numerics_env") or {}).items()))
     gpus = "+".join(env.get("gpus") or []) or "no GPU"
     return f"{env.get('cpu_model')} | torch CPU {env.get('torch_cpu_capability')} | {gpus}" + (
-        f" | {settings}" if settings else "")
+        f" | {settings}" if settings else ""
+    )
 
 
 def environment() -> dict[str, Any]:
@@ -261,7 +268,9 @@ def environment() -> dict[str, Any]:
     for name in ("torch", "transformers", "peft", "accelerate", "tokenizers", "lm_eval", "mlflow", "dvc"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             packages[name] = metadata.version(name)
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    )
     env = {
         "python": platform.python_version(),
         "platform": platform.platform(),

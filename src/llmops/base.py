@@ -52,12 +52,22 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|end|>",
-                                   pad_token="<|pad|>", additional_special_tokens=SPECIAL_TOKENS[3:],
-                                   chat_template=CHAT_TEMPLATE, model_max_length=4096)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|bos|>",
+        eos_token="<|end|>",
+        pad_token="<|pad|>",
+        additional_special_tokens=SPECIAL_TOKENS[3:],
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=4096,
+    )
 
 
 def pretrain(model, tokenizer, texts: list[str], cfg: TinyModel, seed: int) -> dict[str, float]:
@@ -94,8 +104,11 @@ def pretrain(model, tokenizer, texts: list[str], cfg: TinyModel, seed: int) -> d
         losses.append(loss.item())
     model.eval()
     tail = losses[-20:] or [float("nan")]
-    return {"pretrain_loss_first": losses[0] if losses else None, "pretrain_loss_final": sum(tail) / len(tail),
-            "corpus_tokens": len(data)}
+    return {
+        "pretrain_loss_first": losses[0] if losses else None,
+        "pretrain_loss_final": sum(tail) / len(tail),
+        "corpus_tokens": len(data),
+    }
 
 
 def build_tiny(paths: Paths, cfg: Base, out: Path) -> dict[str, Any]:
@@ -109,10 +122,16 @@ def build_tiny(paths: Paths, cfg: Base, out: Path) -> dict[str, Any]:
     texts = general * cfg.tiny.general_weight + domain
     t = cfg.tiny
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
-        num_hidden_layers=t.num_layers, num_attention_heads=t.num_heads, num_key_value_heads=t.num_heads,
-        max_position_embeddings=t.max_position_embeddings, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=t.hidden_size,
+        intermediate_size=t.intermediate_size,
+        num_hidden_layers=t.num_layers,
+        num_attention_heads=t.num_heads,
+        num_key_value_heads=t.num_heads,
+        max_position_embeddings=t.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     model = LlamaForCausalLM(config)
@@ -121,9 +140,15 @@ def build_tiny(paths: Paths, cfg: Base, out: Path) -> dict[str, Any]:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     stats["parameters"] = sum(p.numel() for p in model.parameters())
-    return {"model": "tiny", "source": "built", "path": str(paths.base_dir), "revision": None,
-            "config_sha256": sha256_file(out / "config.json"),
-            "weights_sha256": sha256_file(out / "model.safetensors"), **stats}
+    return {
+        "model": "tiny",
+        "source": "built",
+        "path": str(paths.base_dir),
+        "revision": None,
+        "config_sha256": sha256_file(out / "config.json"),
+        "weights_sha256": sha256_file(out / "model.safetensors"),
+        **stats,
+    }
 
 
 def resolve_external(cfg: Base) -> dict[str, Any]:
@@ -133,20 +158,38 @@ def resolve_external(cfg: Base) -> dict[str, Any]:
         if not (local / "config.json").is_file():
             raise StageError(f"base.model {cfg.model!r}: folder has no config.json")
         files = manifest(local)
-        return {"model": cfg.model, "source": "local", "path": str(local.resolve()), "revision": cfg.revision,
-                "config_sha256": sha256_file(local / "config.json"), "files": files,
-                "weights_sha256": hashlib.sha256(json.dumps(
-                    {k: v["sha256"] for k, v in files.items()}, sort_keys=True).encode()).hexdigest()}
+        return {
+            "model": cfg.model,
+            "source": "local",
+            "path": str(local.resolve()),
+            "revision": cfg.revision,
+            "config_sha256": sha256_file(local / "config.json"),
+            "files": files,
+            "weights_sha256": hashlib.sha256(
+                json.dumps({k: v["sha256"] for k, v in files.items()}, sort_keys=True).encode()
+            ).hexdigest(),
+        }
     from huggingface_hub import snapshot_download
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
     try:  # only small metadata files: the weights are loaded by the stages that need them
-        snapshot = Path(snapshot_download(cfg.model, revision=cfg.revision, local_files_only=offline,
-                                          allow_patterns=["config.json", "generation_config.json"]))
-    except Exception as exc:  # hub errors vary by version; the message is what the user needs
+        snapshot = Path(
+            snapshot_download(
+                cfg.model,
+                revision=cfg.revision,
+                local_files_only=offline,
+                allow_patterns=["config.json", "generation_config.json"],
+            )
+        )
+    except Exception as exc:  # noqa: BLE001 - hub errors vary by version; the message is what the user needs
         raise StageError(f"base.model {cfg.model!r} (revision {cfg.revision}): cannot resolve: {exc}") from None
-    return {"model": cfg.model, "source": "hub", "path": cfg.model, "revision": snapshot.name,
-            "config_sha256": sha256_file(snapshot / "config.json")}
+    return {
+        "model": cfg.model,
+        "source": "hub",
+        "path": cfg.model,
+        "revision": snapshot.name,
+        "config_sha256": sha256_file(snapshot / "config.json"),
+    }
 
 
 def run(params: Params) -> dict[str, Any]:

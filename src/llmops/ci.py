@@ -45,8 +45,14 @@ def _key(fs, root: str, branch: str) -> str:
 def uncached_outs(repo) -> list[str]:
     """Repository-relative paths of the stage outputs DVC does not cache (metrics/plots with cache: false)."""
     root = Path(repo.root_dir)
-    return sorted({str(Path(out.fs_path).relative_to(root)) for stage in repo.index.stages
-                   for out in stage.outs if not out.use_cache})
+    return sorted(
+        {
+            str(Path(out.fs_path).relative_to(root))
+            for stage in repo.index.stages
+            for out in stage.outs
+            if not out.use_cache
+        }
+    )
 
 
 def publish(branch: str) -> dict:
@@ -82,8 +88,10 @@ def restore(branch: str) -> dict:
         skipped = sorted(m.name for m in tar.getmembers() if m not in members)
         tar.extractall(".", members=members, filter="data")
     names = [m.name for m in members]
-    print(f"restored the state of {branch!r}: {', '.join(names)}"
-          + (f" (ignored, not an output of this dvc.yaml: {', '.join(skipped)})" if skipped else ""))
+    print(
+        f"restored the state of {branch!r}: {', '.join(names)}"
+        + (f" (ignored, not an output of this dvc.yaml: {', '.join(skipped)})" if skipped else "")
+    )
     return {"branch": branch, "files": names}
 
 

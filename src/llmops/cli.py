@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -55,11 +54,12 @@ def train_launch(
 
 @app.command()
 def serve(
-    adapter: Optional[Path] = typer.Option(None, help="LoRA adapter folder, served as model id 'tuned'"),
+    adapter: Path | None = typer.Option(None, help="LoRA adapter folder, served as model id 'tuned'"),
     host: str = typer.Option("127.0.0.1", help="bind address (keep loopback unless behind a proxy)"),
     port: int = typer.Option(8000, help="0 = any free port"),
-    max_body_bytes: Optional[int] = typer.Option(
-        None, min=1, help="larger request bodies get 413 (default: LLMOPS_SERVE_MAX_BODY_BYTES or 1 MiB)"),
+    max_body_bytes: int | None = typer.Option(
+        None, min=1, help="larger request bodies get 413 (default: LLMOPS_SERVE_MAX_BODY_BYTES or 1 MiB)"
+    ),
 ) -> None:
     """OpenAI-compatible server: the pinned base as 'base' (+ the adapter as 'tuned').
 
@@ -79,7 +79,9 @@ def judge() -> None:
 
 
 @app.command()
-def gate(no_fail: bool = typer.Option(False, "--no-fail", help="always exit 0 (the dvc.yaml stage); CI runs without it")) -> None:
+def gate(
+    no_fail: bool = typer.Option(False, "--no-fail", help="always exit 0 (the dvc.yaml stage); CI runs without it"),
+) -> None:
     """Apply params.yaml gate rules; write reports/gate.json. Exit 0 pass, 1 fail, 2 could not judge."""
     from llmops import gate as stage
     from llmops.config import load_params
@@ -96,11 +98,17 @@ def gate(no_fail: bool = typer.Option(False, "--no-fail", help="always exit 0 (t
 
 
 @app.command()
-def report(base_ref: Optional[str] = typer.Option(None, help="git ref to diff against (default: "
-                                                   "$LLMOPS_REPORT_BASE_REF, then params report.base_ref)"),
-           failed: Optional[str] = typer.Option(None, help="CI step outcomes, e.g. 'repro=failure gate=skipped': "
-                                                "write the failure report instead (needs no valid params)"),
-           log: Optional[Path] = typer.Option(None, help="with --failed: the failed step's log (dvc repro output)")) -> None:
+def report(
+    base_ref: str | None = typer.Option(
+        None, help="git ref to diff against (default: $LLMOPS_REPORT_BASE_REF, then params report.base_ref)"
+    ),
+    failed: str | None = typer.Option(
+        None,
+        help="CI step outcomes, e.g. 'repro=failure gate=skipped': "
+        "write the failure report instead (needs no valid params)",
+    ),
+    log: Path | None = typer.Option(None, help="with --failed: the failed step's log (dvc repro output)"),
+) -> None:
     """Write reports/report.md: gate table, per-task results, DVC params/metrics diffs, judge, data, runtime."""
     from llmops import report as stage
 
@@ -133,8 +141,13 @@ def comment(
 
 
 @app.command()
-def deploy(version: Optional[str] = typer.Option(None, "--version", help="redeploy this registered version "
-                                                   "(smoke-tested again) instead of registering models/adapter")) -> None:
+def deploy(
+    version: str | None = typer.Option(
+        None,
+        "--version",
+        help="redeploy this registered version (smoke-tested again) instead of registering models/adapter",
+    ),
+) -> None:
     """Register the gated adapter (re-checking the gate rules) in the MLflow registry, smoke-test it, move the alias."""
     from llmops import deploy as stage
 
@@ -182,9 +195,10 @@ def exps(ctx: typer.Context) -> None:
 
 @app.command()
 def plots(
-    revs: Optional[list[str]] = typer.Argument(None, help="git revisions to compare with the workspace "
-                                                "(dvc plots diff); none = the workspace (dvc plots show)"),
-    out: Optional[Path] = typer.Option(None, help="PNG folder (default: <params paths.reports>/plots)"),
+    revs: list[str] | None = typer.Argument(
+        None, help="git revisions to compare with the workspace (dvc plots diff); none = the workspace (dvc plots show)"
+    ),
+    out: Path | None = typer.Option(None, help="PNG folder (default: <params paths.reports>/plots)"),
 ) -> None:
     """Render every DVC plot to PNG offline (the HTML of `dvc plots show` loads Vega from a CDN)."""
     from llmops import plots as view

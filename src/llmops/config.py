@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from llmops.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llmops.errors import ConfigError
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -41,8 +42,10 @@ def check_url(url: str, schemes: tuple[str, ...] | None = None, https_unless_loo
     except ValueError as exc:
         raise ValueError(f"malformed URL ({exc})") from None
     if parts.username is not None or parts.password is not None:
-        raise ValueError("credentials (user:password@) in a URL would be committed (params.yaml, dvc.lock): "
-                         "pass them through environment variables")
+        raise ValueError(
+            "credentials (user:password@) in a URL would be committed (params.yaml, dvc.lock): "
+            "pass them through environment variables"
+        )
     if any(_SECRET_QUERY.search(name) for name, _ in parse_qsl(parts.query, keep_blank_values=True)):
         raise ValueError("a credential-like query parameter would be committed: pass it through the environment")
     if schemes is not None:
@@ -51,8 +54,10 @@ def check_url(url: str, schemes: tuple[str, ...] | None = None, https_unless_loo
         host = parts.hostname
         loopback = host in _LOOPBACK or host.startswith("127.") and host.replace(".", "").isdigit()
         if https_unless_loopback and parts.scheme != "https" and not loopback:
-            raise ValueError(f"http:// to {host}{':' + str(port) if port else ''} would send the API key in clear "
-                             "text: use https (plain http only for a loopback host such as 127.0.0.1)")
+            raise ValueError(
+                f"http:// to {host}{':' + str(port) if port else ''} would send the API key in clear "
+                "text: use https (plain http only for a loopback host such as 127.0.0.1)"
+            )
     return url
 
 
@@ -102,7 +107,7 @@ class TinyModel(Strict):
     general_weight: int = Field(ge=1)
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "TinyModel":
+    def _heads_divide(self) -> TinyModel:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
         return self
@@ -126,7 +131,6 @@ class Prepare(Strict):
     label_regex: str
     system_prompt: Path | None
     seed: int
-
 
     @field_validator("label_regex")
     @classmethod
@@ -192,7 +196,7 @@ class Eval(Strict):
     seed: int
 
     @model_validator(mode="after")
-    def _domain_listed(self) -> "Eval":
+    def _domain_listed(self) -> Eval:
         if self.domain_task not in self.domain_tasks:
             raise ValueError(f"domain_task {self.domain_task!r} must be one of domain_tasks {self.domain_tasks}")
         both = set(self.domain_tasks) & set(self.regression_tasks)
@@ -237,7 +241,7 @@ class Judge(Strict):
         return None if url is None else check_url(url, schemes=("http", "https"), https_unless_loopback=True)
 
     @model_validator(mode="after")
-    def _remote_needs_url(self) -> "Judge":
+    def _remote_needs_url(self) -> Judge:
         if self.provider == "remote" and not self.base_url:
             raise ValueError("provider 'remote' needs base_url (the API key comes from OPENAI_API_KEY, never params)")
         return self
@@ -313,7 +317,8 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
         return Params.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
-        problems = "; ".join(f"{_dotted(e['loc'])}: " + ("missing" if e["type"] == "missing" else e["msg"])
-                             for e in errors)
+        problems = "; ".join(
+            f"{_dotted(e['loc'])}: " + ("missing" if e["type"] == "missing" else e["msg"]) for e in errors
+        )
         hint = f" ({MISSING_HINT})" if any(e["type"] == "missing" for e in errors) else ""
         raise ConfigError(f"{path}: {problems}{hint}") from None

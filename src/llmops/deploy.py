@@ -60,13 +60,17 @@ def require_tracking_uri(params: Params) -> str:
     """The registry's URI, or StageError: never a throwaway default store."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
     if not uri:
-        raise StageError("no MLflow tracking URI: set MLFLOW_TRACKING_URI (in CI: the `production` environment's "
-                         "secret) or params.yaml tracking.uri; deploy never registers into a default local store")
+        raise StageError(
+            "no MLflow tracking URI: set MLFLOW_TRACKING_URI (in CI: the `production` environment's "
+            "secret) or params.yaml tracking.uri; deploy never registers into a default local store"
+        )
     scheme = urlparse(uri).scheme
     if os.environ.get("GITHUB_ACTIONS") == "true" and scheme in ("", "file", "sqlite"):
-        raise StageError(f"MLFLOW_TRACKING_URI is a {scheme or 'file'} store on the runner's disk, deleted when the "
-                         f"job ends; set the `production` environment's MLFLOW_TRACKING_URI secret to a "
-                         f"`mlflow server` or Databricks URL")
+        raise StageError(
+            f"MLFLOW_TRACKING_URI is a {scheme or 'file'} store on the runner's disk, deleted when the "
+            f"job ends; set the `production` environment's MLFLOW_TRACKING_URI secret to a "
+            f"`mlflow server` or Databricks URL"
+        )
     return uri
 
 
@@ -86,17 +90,29 @@ def check_gate(params: Params) -> dict:
     recorded = _optional_json(params.paths.report("gate.json"))
     said = recorded.get("verdict") if isinstance(recorded, dict) else None
     if fresh.get("verdict") != "pass" or fresh.get("exit_code") != 0:
-        why = "; ".join([*(str(e) for e in fresh.get("errors") or []),
-                         *(str(r.get("reason") or r.get("rule")) for r in fresh.get("rules") or []
-                           if isinstance(r, dict) and r.get("binding") and not r.get("passed"))][:5])
-        raise StageError(f"gate rules re-evaluated from the metrics: verdict {fresh.get('verdict')!r} "
-                         f"(exit_code {fresh.get('exit_code')})" + (f": {why}" if why else "")
-                         + (f"; reports/gate.json says {said!r}" if said and said != fresh.get("verdict") else "")
-                         + "; refusing to deploy")
+        why = "; ".join(
+            [
+                *(str(e) for e in fresh.get("errors") or []),
+                *(
+                    str(r.get("reason") or r.get("rule"))
+                    for r in fresh.get("rules") or []
+                    if isinstance(r, dict) and r.get("binding") and not r.get("passed")
+                ),
+            ][:5]
+        )
+        raise StageError(
+            f"gate rules re-evaluated from the metrics: verdict {fresh.get('verdict')!r} "
+            f"(exit_code {fresh.get('exit_code')})"
+            + (f": {why}" if why else "")
+            + (f"; reports/gate.json says {said!r}" if said and said != fresh.get("verdict") else "")
+            + "; refusing to deploy"
+        )
     current = sha256_tree(adapter)
     if fresh.get("adapter_sha256") not in (None, current):
-        raise StageError(f"gate evaluated adapter {str(fresh.get('adapter_sha256'))[:12]}, not the current adapter "
-                         f"{current[:12]}; refusing to deploy")
+        raise StageError(
+            f"gate evaluated adapter {str(fresh.get('adapter_sha256'))[:12]}, not the current adapter "
+            f"{current[:12]}; refusing to deploy"
+        )
     return fresh
 
 
@@ -150,10 +166,18 @@ def model_card(params: Params, lin: dict, gate: dict) -> str:
     tasks = compare.get("tasks") or {}
     results = []
     for name, t in tasks.items():
-        metrics = [{"type": t.get("metric", "score"), "name": f"{t.get('metric', 'score')} ({side})",
-                    "value": t.get(side)} for side in ("tuned", "base") if isinstance(t.get(side), (int, float))]
-        results.append({"task": {"type": "text-generation"},
-                        "dataset": {"name": name, "type": name, "split": "test"}, "metrics": metrics})
+        metrics = [
+            {"type": t.get("metric", "score"), "name": f"{t.get('metric', 'score')} ({side})", "value": t.get(side)}
+            for side in ("tuned", "base")
+            if isinstance(t.get(side), (int, float))
+        ]
+        results.append(
+            {
+                "task": {"type": "text-generation"},
+                "dataset": {"name": name, "type": name, "split": "test"},
+                "metrics": metrics,
+            }
+        )
     base = lin["base_model"]
     meta = {
         "base_model": base if base != "tiny" else None,  # the demo's tiny base is built locally, not on the hub
@@ -164,45 +188,86 @@ def model_card(params: Params, lin: dict, gate: dict) -> str:
         "model-index": [{"name": params.deploy.registry_name, "results": results}],
     }
     meta = {k: v for k, v in meta.items() if v is not None}
-    table = md_table(["task", "kind", "metric", "n", "base", "tuned", "delta 95% CI", "ratio"],
-                     [[n, *(t.get(k) for k in ("kind", "metric", "n", "base", "tuned", "delta_ci", "ratio"))]
-                      for n, t in tasks.items()] or [["not available", "", "", "", "", "", "", ""]])
-    judged = "\n".join(f"- {r}: tuned mean {(v.get('tuned') or {}).get('mean')} (base {(v.get('base') or {}).get('mean')})"
-                       for r, v in (judge.get("rubrics") or {}).items()) or "- not available"
+    table = md_table(
+        ["task", "kind", "metric", "n", "base", "tuned", "delta 95% CI", "ratio"],
+        [
+            [n, *(t.get(k) for k in ("kind", "metric", "n", "base", "tuned", "delta_ci", "ratio"))]
+            for n, t in tasks.items()
+        ]
+        or [["not available", "", "", "", "", "", "", ""]],
+    )
+    judged = (
+        "\n".join(
+            f"- {r}: tuned mean {(v.get('tuned') or {}).get('mean')} (base {(v.get('base') or {}).get('mean')})"
+            for r, v in (judge.get("rubrics") or {}).items()
+        )
+        or "- not available"
+    )
     train = params.train.model_dump(mode="json")
     split = lambda s: (data.get(s) or {}).get("final")  # noqa: E731
-    return "\n".join([
-        "---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
-        f"# {params.deploy.registry_name}", "",
-        f"A LoRA adapter (peft) for `{base}`"
-        + (" (the demo's tiny Llama-architecture model, built and pretrained locally)" if base == "tiny" else "")
-        + ", fine-tuned by the llmops pipeline and shipped because its quality gate passed.", "",
-        "## Data", "",
-        f"Training data `{params.paths.raw_train}` ({split('train')} examples after validation), held-out "
-        f"evaluation `{params.paths.raw_eval}` ({split('eval')} examples); labels: {', '.join(data.get('labels') or [])}. "
-        f"Prepared data sha256 `{lin['data_sha256']}`.", "",
-        "## Training parameters", "", "```yaml", yaml.safe_dump({"train": train}, sort_keys=False).rstrip(), "```", "",
-        "## Evaluation", "",
-        table, "", "LLM judge:", judged, "",
-        f"Gate verdict: **{gate.get('verdict')}** ({len(gate.get('rules', []))} rules; see `gate.json` logged with this version).", "",
-        "## Lineage", "",
-        f"- git commit: `{lin['git_sha']}`" + (" (working tree had uncommitted changes)" if lin["git_dirty"] else ""),
-        f"- params.yaml sha256: `{lin['params_sha256']}`",
-        f"- adapter sha256 (llmops sha256_tree): `{lin['adapter_sha256']}`",
-        f"- base model: `{base}` revision `{lin['base_revision']}` weights/config sha256 `{lin['base_weights_sha256']}`",
-        *[f"- DVC out `{p}`: md5 `{m}`" for p, m in lin["dvc_outs_md5"].items()], "",
-        "## Limitations", "",
-        "- Evaluated only on the held-out split of the same domain data and the regression tasks listed above; "
-        "scores on other inputs are unknown.",
-        "- Forgetting is checked on a few general tasks only; the gate's thresholds bound the measured loss, not all loss.",
-        "- LLM-judge scores are advisory unless the judge was calibrated against human labels (see `judge.json`).",
-        "- The demo base model is tiny (~0.2M parameters): its outputs demonstrate the pipeline, not a useful assistant."
-        if base == "tiny" else "- Inherits the base model's licence, biases and limitations.",
-        "", "## Usage", "", "```python",
-        "from peft import PeftModel",
-        "from transformers import AutoModelForCausalLM",
-        f"base = AutoModelForCausalLM.from_pretrained({(base if base != 'tiny' else 'base')!r})  # in the version folder",
-        "model = PeftModel.from_pretrained(base, 'adapter')", "```", ""])
+    return "\n".join(
+        [
+            "---",
+            yaml.safe_dump(meta, sort_keys=False).rstrip(),
+            "---",
+            "",
+            f"# {params.deploy.registry_name}",
+            "",
+            f"A LoRA adapter (peft) for `{base}`"
+            + (" (the demo's tiny Llama-architecture model, built and pretrained locally)" if base == "tiny" else "")
+            + ", fine-tuned by the llmops pipeline and shipped because its quality gate passed.",
+            "",
+            "## Data",
+            "",
+            f"Training data `{params.paths.raw_train}` ({split('train')} examples after validation), held-out "
+            f"evaluation `{params.paths.raw_eval}` ({split('eval')} examples); labels: {', '.join(data.get('labels') or [])}. "
+            f"Prepared data sha256 `{lin['data_sha256']}`.",
+            "",
+            "## Training parameters",
+            "",
+            "```yaml",
+            yaml.safe_dump({"train": train}, sort_keys=False).rstrip(),
+            "```",
+            "",
+            "## Evaluation",
+            "",
+            table,
+            "",
+            "LLM judge:",
+            judged,
+            "",
+            f"Gate verdict: **{gate.get('verdict')}** ({len(gate.get('rules', []))} rules; see `gate.json` logged with this version).",
+            "",
+            "## Lineage",
+            "",
+            f"- git commit: `{lin['git_sha']}`"
+            + (" (working tree had uncommitted changes)" if lin["git_dirty"] else ""),
+            f"- params.yaml sha256: `{lin['params_sha256']}`",
+            f"- adapter sha256 (llmops sha256_tree): `{lin['adapter_sha256']}`",
+            f"- base model: `{base}` revision `{lin['base_revision']}` weights/config sha256 `{lin['base_weights_sha256']}`",
+            *[f"- DVC out `{p}`: md5 `{m}`" for p, m in lin["dvc_outs_md5"].items()],
+            "",
+            "## Limitations",
+            "",
+            "- Evaluated only on the held-out split of the same domain data and the regression tasks listed above; "
+            "scores on other inputs are unknown.",
+            "- Forgetting is checked on a few general tasks only; the gate's thresholds bound the measured loss, not all loss.",
+            "- LLM-judge scores are advisory unless the judge was calibrated against human labels (see `judge.json`).",
+            "- The demo base model is tiny (~0.2M parameters): its outputs demonstrate the pipeline, not a useful assistant."
+            if base == "tiny"
+            else "- Inherits the base model's licence, biases and limitations.",
+            "",
+            "## Usage",
+            "",
+            "```python",
+            "from peft import PeftModel",
+            "from transformers import AutoModelForCausalLM",
+            f"base = AutoModelForCausalLM.from_pretrained({(base if base != 'tiny' else 'base')!r})  # in the version folder",
+            "model = PeftModel.from_pretrained(base, 'adapter')",
+            "```",
+            "",
+        ]
+    )
 
 
 def load_version(version_dir: Path) -> SimpleNamespace:
@@ -211,8 +276,12 @@ def load_version(version_dir: Path) -> SimpleNamespace:
     Needs nothing but the folder (and, for a hub base, the hub or its cache): no repo, no params.yaml."""
     manifest = read_json(version_dir / MANIFEST)
     base_dir = version_dir / manifest["base"]["dir"]
-    return SimpleNamespace(base_identity=base_dir / "identity.json", base_dir=base_dir,
-                           adapter_dir=version_dir / manifest["adapter"]["dir"], manifest=manifest)
+    return SimpleNamespace(
+        base_identity=base_dir / "identity.json",
+        base_dir=base_dir,
+        adapter_dir=version_dir / manifest["adapter"]["dir"],
+        manifest=manifest,
+    )
 
 
 def smoke_test(params: Params, version_dir: Path) -> dict:
@@ -225,12 +294,14 @@ def smoke_test(params: Params, version_dir: Path) -> dict:
         first = read_jsonl(params.paths.prepared_eval, strict=False)[:1]
         if first:
             messages = first[0][1].get("messages") or messages
-    body = json.dumps({"model": "tuned", "messages": messages, "max_tokens": params.deploy.smoke_max_tokens,
-                       "temperature": 0}).encode()
+    body = json.dumps(
+        {"model": "tuned", "messages": messages, "max_tokens": params.deploy.smoke_max_tokens, "temperature": 0}
+    ).encode()
     version = load_version(version_dir)
     with contextlib.chdir(version_dir.parent), running_server(version, version.adapter_dir) as url:
-        req = urllib.request.Request(f"{url}/chat/completions", data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{url}/chat/completions", data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         start = time.perf_counter()
         with urllib.request.urlopen(req, timeout=max(params.deploy.smoke_max_latency_s * 2, 30)) as resp:
             answer = json.loads(resp.read())
@@ -238,10 +309,16 @@ def smoke_test(params: Params, version_dir: Path) -> dict:
         latency = time.perf_counter() - start
     content = ((answer.get("choices") or [{}])[0].get("message") or {}).get("content")
     ok = status == 200 and isinstance(content, str) and latency <= params.deploy.smoke_max_latency_s
-    return {"ok": ok, "latency_s": round(latency, 3), "status": status,
-            "reason": "ok" if ok else f"status {status}, content {type(content).__name__}, latency {latency:.2f}s "
-                                       f"(max {params.deploy.smoke_max_latency_s}s)",
-            "answer": (content or "")[:200]}
+    return {
+        "ok": ok,
+        "latency_s": round(latency, 3),
+        "status": status,
+        "reason": "ok"
+        if ok
+        else f"status {status}, content {type(content).__name__}, latency {latency:.2f}s "
+        f"(max {params.deploy.smoke_max_latency_s}s)",
+        "answer": (content or "")[:200],
+    }
 
 
 def _stage_version(params: Params, card: str, dest: Path) -> Path:
@@ -271,10 +348,13 @@ def _stage_version(params: Params, card: str, dest: Path) -> Path:
         config = json.loads(config_path.read_text())
         config.update(base_model_name_or_path=base_ref, revision=revision)
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
-    manifest = {"format": 1, "adapter": {"dir": "adapter", "sha256_gated": sha256_tree(params.paths.adapter_dir)},
-                "base": base_entry,
-                "load": "cd <this folder>; base = AutoModelForCausalLM.from_pretrained(base id or 'base', revision=...);"
-                        " PeftModel.from_pretrained(base, 'adapter')  (or llmops.deploy.load_version)"}
+    manifest = {
+        "format": 1,
+        "adapter": {"dir": "adapter", "sha256_gated": sha256_tree(params.paths.adapter_dir)},
+        "base": base_entry,
+        "load": "cd <this folder>; base = AutoModelForCausalLM.from_pretrained(base id or 'base', revision=...);"
+        " PeftModel.from_pretrained(base, 'adapter')  (or llmops.deploy.load_version)",
+    }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
     return root
 
@@ -312,11 +392,19 @@ def run(params: Params, smoke: SmokeTest | None = None) -> dict:
     client = ml.MlflowClient()
     experiment = client.get_experiment_by_name(params.train.mlflow_experiment)
     exp_id = experiment.experiment_id if experiment else client.create_experiment(params.train.mlflow_experiment)
-    tags = {"git_sha": lin["git_sha"], "params_sha256": lin["params_sha256"], "data_sha256": lin["data_sha256"],
-            "adapter_sha256": lin["adapter_sha256"], "base_model": lin["base_model"],
-            "base_revision": str(lin["base_revision"]), "base_weights_sha256": str(lin["base_weights_sha256"]),
-            "gate_verdict": gate["verdict"]}
-    run_ = client.create_run(exp_id, run_name=f"deploy-{lin['adapter_sha256'][:12]}", tags={"llmops.stage": "deploy", **tags})
+    tags = {
+        "git_sha": lin["git_sha"],
+        "params_sha256": lin["params_sha256"],
+        "data_sha256": lin["data_sha256"],
+        "adapter_sha256": lin["adapter_sha256"],
+        "base_model": lin["base_model"],
+        "base_revision": str(lin["base_revision"]),
+        "base_weights_sha256": str(lin["base_weights_sha256"]),
+        "gate_verdict": gate["verdict"],
+    }
+    run_ = client.create_run(
+        exp_id, run_name=f"deploy-{lin['adapter_sha256'][:12]}", tags={"llmops.stage": "deploy", **tags}
+    )
     run_id = run_.info.run_id
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -336,9 +424,15 @@ def run(params: Params, smoke: SmokeTest | None = None) -> dict:
             previous = str(client.get_model_version_by_alias(name, alias).version)
         except Exception:  # noqa: BLE001 - no version holds the alias yet
             previous = None
-        version = str(client.create_model_version(
-            name, source=f"runs:/{run_id}/model", run_id=run_id, description=card.split("\n---\n", 1)[-1][:5000],
-            tags={**tags, **({PREVIOUS_TAG: previous} if previous else {})}).version)
+        version = str(
+            client.create_model_version(
+                name,
+                source=f"runs:/{run_id}/model",
+                run_id=run_id,
+                description=card.split("\n---\n", 1)[-1][:5000],
+                tags={**tags, **({PREVIOUS_TAG: previous} if previous else {})},
+            ).version
+        )
         # Smoke-test what the registry now serves, by alias, in an empty folder: catches a broken upload, a
         # version that needs the repo, and a missing base.
         client.set_registered_model_alias(name, CANDIDATE, version)
@@ -349,8 +443,10 @@ def run(params: Params, smoke: SmokeTest | None = None) -> dict:
             client.log_metric(run_id, "smoke_latency_s", float(result["latency_s"]))
         if not result["ok"]:
             client.set_terminated(run_id, "FAILED")
-            raise StageError(f"smoke test of {name} version {version} failed ({result['reason']}); "
-                             f"alias {alias!r} left on version {previous}")
+            raise StageError(
+                f"smoke test of {name} version {version} failed ({result['reason']}); "
+                f"alias {alias!r} left on version {previous}"
+            )
         _move_alias(client, name, alias, version, previous)
         client.set_terminated(run_id, "FINISHED")
     except StageError:
@@ -358,9 +454,16 @@ def run(params: Params, smoke: SmokeTest | None = None) -> dict:
     except Exception:
         client.set_terminated(run_id, "FAILED")
         raise
-    return {"registered_model": name, "version": version, "alias": alias, "previous_version": previous,
-            "run_id": run_id, "smoke_test": result, "tracking_uri_scheme": urlparse(ml.get_tracking_uri()).scheme,
-            **tags}
+    return {
+        "registered_model": name,
+        "version": version,
+        "alias": alias,
+        "previous_version": previous,
+        "run_id": run_id,
+        "smoke_test": result,
+        "tracking_uri_scheme": urlparse(ml.get_tracking_uri()).scheme,
+        **tags,
+    }
 
 
 def redeploy(params: Params, version: str, smoke: SmokeTest | None = None) -> dict:
@@ -372,23 +475,34 @@ def redeploy(params: Params, version: str, smoke: SmokeTest | None = None) -> di
     try:
         mv = client.get_model_version(name, str(version))
     except Exception:  # noqa: BLE001 - RESOURCE_DOES_NOT_EXIST
-        raise StageError(f"registered model {name!r} has no version {version!r}; see the registry for versions") from None
+        raise StageError(
+            f"registered model {name!r} has no version {version!r}; see the registry for versions"
+        ) from None
     if mv.tags.get("gate_verdict") != "pass" or mv.tags.get("smoke_test") != "passed":
-        raise StageError(f"{name} version {version}: gate {mv.tags.get('gate_verdict')!r}, smoke test "
-                         f"{mv.tags.get('smoke_test')!r}; only a gated, smoke-tested version is redeployed")
+        raise StageError(
+            f"{name} version {version}: gate {mv.tags.get('gate_verdict')!r}, smoke test "
+            f"{mv.tags.get('smoke_test')!r}; only a gated, smoke-tested version is redeployed"
+        )
     try:
         previous = str(client.get_model_version_by_alias(name, alias).version)
     except Exception:  # noqa: BLE001
         previous = None
     result = _smoke_from_registry(ml, params, f"models:/{name}/{version}", smoke or smoke_test)
     if not result["ok"]:
-        raise StageError(f"smoke test of {name} version {version} failed ({result['reason']}); "
-                         f"alias {alias!r} left on version {previous}")
+        raise StageError(
+            f"smoke test of {name} version {version} failed ({result['reason']}); "
+            f"alias {alias!r} left on version {previous}"
+        )
     if previous and previous != str(version):
         client.set_model_version_tag(name, str(version), PREVIOUS_TAG, previous)  # rollback returns here
     _move_alias(client, name, alias, str(version), previous)
-    return {"registered_model": name, "alias": alias, "version": str(version), "previous_version": previous,
-            "smoke_test": result}
+    return {
+        "registered_model": name,
+        "alias": alias,
+        "version": str(version),
+        "previous_version": previous,
+        "smoke_test": result,
+    }
 
 
 def rollback(params: Params) -> dict:
@@ -399,11 +513,15 @@ def rollback(params: Params) -> dict:
     try:
         current = client.get_model_version_by_alias(name, alias)
     except Exception:  # noqa: BLE001
-        raise StageError(f"registered model {name!r} has no version with alias {alias!r}; nothing to roll back") from None
+        raise StageError(
+            f"registered model {name!r} has no version with alias {alias!r}; nothing to roll back"
+        ) from None
     previous = current.tags.get(PREVIOUS_TAG)
     if not previous:
-        raise StageError(f"{name} version {current.version} (alias {alias!r}) was the first deployment; "
-                         f"no previous version to roll back to")
+        raise StageError(
+            f"{name} version {current.version} (alias {alias!r}) was the first deployment; "
+            f"no previous version to roll back to"
+        )
     client.set_registered_model_alias(name, alias, previous)
     client.set_model_version_tag(name, current.version, "rolled_back", "true")
     older = client.get_model_version(name, previous).tags.get(PREVIOUS_TAG)

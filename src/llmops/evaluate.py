@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmops import schemas, stats
-from llmops.artifacts import (atomic_dir, csv_text, read_json, read_jsonl, sha256_tree, to_plain,
-                              write_jsonl, write_text)
+from llmops.artifacts import atomic_dir, csv_text, read_json, read_jsonl, sha256_tree, to_plain, write_jsonl, write_text
 from llmops.config import Params
 from llmops.errors import StageError
 from llmops.schemas import AnswerStats, Baseline, EvalComparison, TaskComparison
@@ -87,8 +86,10 @@ def task_specs(params: Params) -> tuple[list[str | dict], Any]:
         manager = TaskManager(include_path=str(folder))
     unknown = [name for name in wanted if name not in manager.task_index]
     if unknown:
-        raise StageError(f"eval.domain_tasks/regression_tasks: unknown lm-eval task(s) {unknown}: not in "
-                         f"{folder}/ nor lm-eval's built-in tasks")
+        raise StageError(
+            f"eval.domain_tasks/regression_tasks: unknown lm-eval task(s) {unknown}: not in "
+            f"{folder}/ nor lm-eval's built-in tasks"
+        )
     specs: list[str | dict] = []
     for name in wanted:
         path = manager.task_index[name].yaml_path
@@ -102,8 +103,10 @@ def task_specs(params: Params) -> tuple[list[str | dict], Any]:
         for split, files in data_files.items():
             for data_file in [files] if isinstance(files, str) else files:
                 if not Path(data_file).is_file():
-                    raise StageError(f"{path}: dataset_kwargs.data_files{'.' + split if split else ''} "
-                                     f"{data_file} not found (run the earlier stages: dvc repro)")
+                    raise StageError(
+                        f"{path}: dataset_kwargs.data_files{'.' + split if split else ''} "
+                        f"{data_file} not found (run the earlier stages: dvc repro)"
+                    )
         specs.append(cfg)
     return specs, manager
 
@@ -164,11 +167,19 @@ def run_lm_eval(params: Params, adapter: Path | None) -> dict[str, Any]:
     if backend == "hf":
         kwargs["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     results = simple_evaluate(
-        model=backend, model_args=model_args, tasks=specs, task_manager=manager,
-        batch_size=cfg.batch_size, limit=cfg.limit, log_samples=True,
+        model=backend,
+        model_args=model_args,
+        tasks=specs,
+        task_manager=manager,
+        batch_size=cfg.batch_size,
+        limit=cfg.limit,
+        log_samples=True,
         bootstrap_iters=cfg.bootstrap_samples,  # lm-eval's own stderr for non-mean metrics
-        random_seed=cfg.seed, numpy_random_seed=cfg.seed, torch_random_seed=cfg.seed,
-        fewshot_random_seed=cfg.seed, **kwargs,
+        random_seed=cfg.seed,
+        numpy_random_seed=cfg.seed,
+        torch_random_seed=cfg.seed,
+        fewshot_random_seed=cfg.seed,
+        **kwargs,
     )
     if results is None:  # only non-zero ranks of a multi-process run get None
         raise StageError("lm-eval returned no results (multi-process evaluation is not supported here)")
@@ -201,10 +212,13 @@ def per_sample_scores(samples: list[dict], leaf: str, metric: str, filt: str) ->
         if s.get("filter", "none") != filt or metric not in s:
             continue
         doc = s.get("doc") or {}
-        out[(leaf, s["doc_id"])] = {"score": float(s[metric]), "doc_hash": s.get("doc_hash"),
-                                    "prompt_hash": s.get("prompt_hash"),
-                                    "category": str(doc.get("label", s.get("target"))),
-                                    "answer": _answer(s.get("resps"))}  # raw text: filters may map "" to a fallback
+        out[(leaf, s["doc_id"])] = {
+            "score": float(s[metric]),
+            "doc_hash": s.get("doc_hash"),
+            "prompt_hash": s.get("prompt_hash"),
+            "category": str(doc.get("label", s.get("target"))),
+            "answer": _answer(s.get("resps")),
+        }  # raw text: filters may map "" to a fallback
     return out
 
 
@@ -226,14 +240,19 @@ def summarise(params: Params, results: dict) -> dict[str, dict[str, Any]]:
     for name in params.eval.tasks:
         task_leaves = leaves(results, name)
         metric, filt = primary_metric(results, task_leaves[0])
-        row = (results.get("groups", {}).get(name) or results["results"][name])
+        row = results.get("groups", {}).get(name) or results["results"][name]
         key = f"{metric},{filt}"
         if key not in row:
             raise StageError(f"task {name}: lm-eval reported no {key!r} (has {sorted(row)})")
         n = sum(len(per_sample_scores(results["samples"][leaf], leaf, metric, filt)) for leaf in task_leaves)
-        summary[name] = {"metric": metric, "filter": filt, "score": _number(row[key]),
-                         "stderr": _number(row.get(f"{metric}_stderr,{filt}")), "n": n,
-                         "leaves": task_leaves}
+        summary[name] = {
+            "metric": metric,
+            "filter": filt,
+            "score": _number(row[key]),
+            "stderr": _number(row.get(f"{metric}_stderr,{filt}")),
+            "n": n,
+            "leaves": task_leaves,
+        }
     return summary
 
 
@@ -256,28 +275,31 @@ def run(params: Params, model: Model) -> dict[str, Any]:
     summary = summarise(params, results)
     runtime = time.perf_counter() - started
 
-    report: dict[str, Any] = {"model": model, "runtime_s": round(runtime, 2),
-                              "tasks": {name: {k: v for k, v in row.items() if k != "leaves"}
-                                        for name, row in summary.items()}}
+    report: dict[str, Any] = {
+        "model": model,
+        "runtime_s": round(runtime, 2),
+        "tasks": {name: {k: v for k, v in row.items() if k != "leaves"} for name, row in summary.items()},
+    }
     compare = None
     if model == "tuned":
         report["adapter_sha256"] = sha256_tree(adapter)
         compare = compare_models(params, summary, base_samples, results, report["adapter_sha256"])
 
-    results_contract = schemas.validate(report, schemas.TunedEvalResults if model == "tuned" else schemas.EvalResults,
-                                        f"eval_{model}.json")
+    results_contract = schemas.validate(
+        report, schemas.TunedEvalResults if model == "tuned" else schemas.EvalResults, f"eval_{model}.json"
+    )
     # every output is computed before the first is written: a failure above leaves none behind
     with atomic_dir(samples_dir(params, model)) as out:
         for leaf, records in sorted(results["samples"].items()):
             write_jsonl(out / f"{leaf}.jsonl", (json.loads(json.dumps(r, default=str)) for r in records))
-        write_text(out / "results.json", json.dumps(stable_results(results), indent=2, sort_keys=True,
-                                                    default=str) + "\n")
+        write_text(
+            out / "results.json", json.dumps(stable_results(results), indent=2, sort_keys=True, default=str) + "\n"
+        )
     schemas.write(paths.report(f"eval_{model}.json"), results_contract)
     if compare is not None:
         schemas.write(paths.report(schemas.EVAL_COMPARE), compare)
         write_text(paths.report("eval_tasks.csv"), tasks_csv(compare))
-        write_text(paths.report("eval_categories.csv"),
-                   categories_csv(params, summary, base_samples, results))
+        write_text(paths.report("eval_categories.csv"), categories_csv(params, summary, base_samples, results))
         log_mlflow(params, compare)
         return compare.model_dump(mode="json")
     return report
@@ -286,8 +308,18 @@ def run(params: Params, model: Model) -> dict[str, Any]:
 # lm-eval's results carry the wall clock (date, start/end times, durations) and the machine's paths; kept
 # in results.json they would make the sample folder's hash differ on every run, so eval_tuned (which
 # depends on eval_base's folder) would rerun for nothing. Runtime lives in eval_<model>.json instead.
-VOLATILE_KEYS = {"date", "start_time", "end_time", "total_evaluation_time_seconds", "model_name_sanitized",
-                 "pretty_env_info", "transformers_version", "lm_eval_version", "upper_git_hash", "git_hash"}
+VOLATILE_KEYS = {
+    "date",
+    "start_time",
+    "end_time",
+    "total_evaluation_time_seconds",
+    "model_name_sanitized",
+    "pretty_env_info",
+    "transformers_version",
+    "lm_eval_version",
+    "upper_git_hash",
+    "git_hash",
+}
 
 
 def stable_results(results: dict) -> dict:
@@ -312,27 +344,39 @@ def paired(params: Params, row: dict, base_samples: dict[str, list[dict]], resul
         base.update(per_sample_scores(base_samples[leaf], leaf, row["metric"], row["filter"]))
         tuned.update(per_sample_scores(results["samples"][leaf], leaf, row["metric"], row["filter"]))
     if base.keys() != tuned.keys():
-        raise StageError(f"tasks {row['leaves']}: eval_base scored {len(base)} items, eval_tuned {len(tuned)}; "
-                         "they must see the same items (rerun eval_base: dvc repro eval_base)")
+        raise StageError(
+            f"tasks {row['leaves']}: eval_base scored {len(base)} items, eval_tuned {len(tuned)}; "
+            "they must see the same items (rerun eval_base: dvc repro eval_base)"
+        )
     keys = sorted(base)
-    changed = [k for k in keys if (base[k]["doc_hash"], base[k]["prompt_hash"])
-               != (tuned[k]["doc_hash"], tuned[k]["prompt_hash"])]
+    changed = [
+        k
+        for k in keys
+        if (base[k]["doc_hash"], base[k]["prompt_hash"]) != (tuned[k]["doc_hash"], tuned[k]["prompt_hash"])
+    ]
     if changed:
-        raise StageError(f"task {changed[0][0]} item {changed[0][1]}: document or prompt differs between "
-                         "eval_base and eval_tuned (rerun eval_base: dvc repro eval_base)")
+        raise StageError(
+            f"task {changed[0][0]} item {changed[0][1]}: document or prompt differs between "
+            "eval_base and eval_tuned (rerun eval_base: dvc repro eval_base)"
+        )
     return keys, base, tuned
 
 
-def compare_models(params: Params, summary: dict, base_samples: dict, results: dict,
-                   adapter_sha: str) -> EvalComparison:
+def compare_models(
+    params: Params, summary: dict, base_samples: dict, results: dict, adapter_sha: str
+) -> EvalComparison:
     cfg = params.eval
     tasks = {}
     for name, row in summary.items():
         keys, base, tuned = paired(params, row, base_samples, results)
         if not keys:
             raise StageError(f"task {name}: no scored items to compare")
-        stats_row = stats.compare([base[k]["score"] for k in keys], [tuned[k]["score"] for k in keys],
-                                  samples=cfg.bootstrap_samples, seed=cfg.seed)
+        stats_row = stats.compare(
+            [base[k]["score"] for k in keys],
+            [tuned[k]["score"] for k in keys],
+            samples=cfg.bootstrap_samples,
+            seed=cfg.seed,
+        )
         extra: dict[str, Any] = {}
         if cfg.kind(name) == "domain":
             extra["baseline"] = label_baseline([base[k]["category"] for k in keys])
@@ -340,7 +384,8 @@ def compare_models(params: Params, summary: dict, base_samples: dict, results: d
         if all(a is not None for a in answers):
             extra["tuned_answers"] = AnswerStats(
                 empty=sum(1 for a in answers if not a.strip()),
-                distinct=len({" ".join(a.split()).lower() for a in answers}))
+                distinct=len({" ".join(a.split()).lower() for a in answers}),
+            )
         tasks[name] = TaskComparison(kind=cfg.kind(name), metric=row["metric"], **stats_row, **extra)
     return EvalComparison(adapter_sha256=adapter_sha, domain_task=cfg.domain_task, tasks=tasks)
 
@@ -355,8 +400,11 @@ def label_baseline(labels: list[str]) -> Baseline:
 
 
 def tasks_csv(compare: EvalComparison) -> str:
-    rows = [[name, row.kind.value, row.metric, model, f"{name} {model}", round(getattr(row, model), 6)]
-            for name, row in compare.tasks.items() for model in ("base", "tuned")]
+    rows = [
+        [name, row.kind.value, row.metric, model, f"{name} {model}", round(getattr(row, model), 6)]
+        for name, row in compare.tasks.items()
+        for model in ("base", "tuned")
+    ]
     return csv_text(["task", "kind", "metric", "model", "series", "score"], rows)
 
 
@@ -367,8 +415,11 @@ def categories_csv(params: Params, summary: dict, base_samples: dict, results: d
     for k in keys:
         by_cat[base[k]["category"]]["base"].append(base[k]["score"])
         by_cat[base[k]["category"]]["tuned"].append(tuned[k]["score"])
-    rows = [[cat, model, f"{cat} {model}", len(scores[model]), round(sum(scores[model]) / len(scores[model]), 6)]
-            for cat, scores in sorted(by_cat.items()) for model in ("base", "tuned")]
+    rows = [
+        [cat, model, f"{cat} {model}", len(scores[model]), round(sum(scores[model]) / len(scores[model]), 6)]
+        for cat, scores in sorted(by_cat.items())
+        for model in ("base", "tuned")
+    ]
     return csv_text(["category", "model", "series", "n", "accuracy"], rows)
 
 

@@ -48,8 +48,10 @@ def columns(params_file: Path = Path("params.yaml")) -> tuple[str, str]:
     domain = evals.get("domain_tasks") or ([evals["domain_task"]] if evals.get("domain_task") else [])
     regression = evals.get("regression_tasks") or []
     # a metric name that also occurs in another file is prefixed with its path ("reports/x.json:verdict")
-    keep = (rf"^(Experiment|(.*:)?verdict|(.*:)?tasks\.({_alternatives(domain)})\.tuned"
-            rf"|(.*:)?tasks\.({_alternatives(regression)})\.ratio)$")
+    keep = (
+        rf"^(Experiment|(.*:)?verdict|(.*:)?tasks\.({_alternatives(domain)})\.tuned"
+        rf"|(.*:)?tasks\.({_alternatives(regression)})\.ratio)$"
+    )
     drop = rf"^(?!(Experiment|({re.escape(str(params_file))}:)?({'|'.join(map(re.escape, _flatten(params)))}))$)"
     return keep, drop
 

@@ -34,21 +34,57 @@ from typing import Any
 from llmops import stats
 from llmops.artifacts import sha256_tree
 from llmops.config import Params
-from llmops.schemas import (EVAL_COMPARE, GATE, JUDGE, ContractError, EvalComparison, GateReport, GateRule,
-                            JudgeReport, TaskComparison, TaskKind, Verdict, read, write)
+from llmops.schemas import (
+    EVAL_COMPARE,
+    GATE,
+    JUDGE,
+    ContractError,
+    EvalComparison,
+    GateReport,
+    GateRule,
+    JudgeReport,
+    TaskComparison,
+    TaskKind,
+    Verdict,
+    read,
+    write,
+)
 
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-def _rule(rule: str, metric: str, observed: float | None, threshold: float, op: str, binding: bool,
-          reason: str, detail: str = "") -> GateRule:
-    ok = observed is not None and (observed >= threshold if op == ">=" else
-                                   observed > threshold if op == ">" else
-                                   observed < threshold if op == "<" else observed <= threshold)
-    return GateRule(rule=rule, metric=metric, observed=observed, threshold=threshold, op=op, binding=binding,
-                    passed=bool(ok), reason=reason if not ok or not binding else "ok", detail=detail)
+def _rule(
+    rule: str,
+    metric: str,
+    observed: float | None,
+    threshold: float,
+    op: str,
+    binding: bool,
+    reason: str,
+    detail: str = "",
+) -> GateRule:
+    ok = observed is not None and (
+        observed >= threshold
+        if op == ">="
+        else observed > threshold
+        if op == ">"
+        else observed < threshold
+        if op == "<"
+        else observed <= threshold
+    )
+    return GateRule(
+        rule=rule,
+        metric=metric,
+        observed=observed,
+        threshold=threshold,
+        op=op,
+        binding=binding,
+        passed=bool(ok),
+        reason=reason if not ok or not binding else "ok",
+        detail=detail,
+    )
 
 
 def margin(params: Params, task: TaskComparison) -> float:
@@ -64,24 +100,51 @@ def _counts(task: TaskComparison) -> str:
 
 def domain_rules(params: Params, name: str, task: TaskComparison) -> list[GateRule]:
     g, key = params.gate, f"{EVAL_COMPARE}:tasks.{name}"
-    rules = [_rule("domain_min", f"{key}.tuned", task.tuned, g.domain_min, ">=", True,
-                   f"{name}: tuned score {_fmt(task.tuned)} < domain_min {g.domain_min}", _counts(task))]
+    rules = [
+        _rule(
+            "domain_min",
+            f"{key}.tuned",
+            task.tuned,
+            g.domain_min,
+            ">=",
+            True,
+            f"{name}: tuned score {_fmt(task.tuned)} < domain_min {g.domain_min}",
+            _counts(task),
+        )
+    ]
     if task.baseline is not None and g.domain_min_lift is not None:
         # An absolute threshold means nothing across label sets (0.2 is chance for five labels): the score
         # must also beat what an input-blind answer gets, guessing or always naming the commonest label.
         b = task.baseline
         floor = max(b.chance, b.majority)
-        rules.append(_rule("domain_over_baseline", f"{key}.tuned", task.tuned, round(floor + g.domain_min_lift, 10),
-                           ">=", True, f"{name}: tuned score {_fmt(task.tuned)} is not {g.domain_min_lift} above "
-                           f"the input-blind baseline {floor:.3g} (chance {b.chance:.3g}, majority {b.majority:.3g})",
-                           f"{b.labels} labels; chance {b.chance:.3g}, majority class {b.majority:.3g}"))
+        rules.append(
+            _rule(
+                "domain_over_baseline",
+                f"{key}.tuned",
+                task.tuned,
+                round(floor + g.domain_min_lift, 10),
+                ">=",
+                True,
+                f"{name}: tuned score {_fmt(task.tuned)} is not {g.domain_min_lift} above "
+                f"the input-blind baseline {floor:.3g} (chance {b.chance:.3g}, majority {b.majority:.3g})",
+                f"{b.labels} labels; chance {b.chance:.3g}, majority class {b.majority:.3g}",
+            )
+        )
     if g.domain_gain_significant:
-        p = stats.gain_pvalue(n=task.n, delta=task.delta, diff_sd=task.diff_sd, gained=task.gained,
-                              lost=task.lost)
+        p = stats.gain_pvalue(n=task.n, delta=task.delta, diff_sd=task.diff_sd, gained=task.gained, lost=task.lost)
         test = "exact McNemar" if task.binary else "paired t"
-        rules.append(_rule("domain_gain", f"{key} (one-sided {test} p)", p, g.alpha, "<", True,
-                           f"{name}: gain over base not significant (one-sided {test} p {_fmt(p)} >= "
-                           f"alpha {g.alpha})", f"{_counts(task)}; delta {task.delta:+.3f}"))
+        rules.append(
+            _rule(
+                "domain_gain",
+                f"{key} (one-sided {test} p)",
+                p,
+                g.alpha,
+                "<",
+                True,
+                f"{name}: gain over base not significant (one-sided {test} p {_fmt(p)} >= alpha {g.alpha})",
+                f"{_counts(task)}; delta {task.delta:+.3f}",
+            )
+        )
     return rules
 
 
@@ -89,23 +152,41 @@ def regression_rule(params: Params, name: str, task: TaskComparison) -> GateRule
     alpha, allowed = params.gate.alpha, margin(params, task)
     lower = stats.diff_lower_bound(n=task.n, delta=task.delta, diff_sd=task.diff_sd, alpha=alpha)
     p = stats.noninferiority_pvalue(n=task.n, delta=task.delta, diff_sd=task.diff_sd, margin=allowed)
-    detail = (f"{_counts(task)}; delta {task.delta:+.3f}, margin {allowed:.3f}, {1 - alpha:.3g} lower bound "
-              f"{lower:+.4f}, non-inferiority p {_fmt(p)}")
+    detail = (
+        f"{_counts(task)}; delta {task.delta:+.3f}, margin {allowed:.3f}, {1 - alpha:.3g} lower bound "
+        f"{lower:+.4f}, non-inferiority p {_fmt(p)}"
+    )
     key = f"{EVAL_COMPARE}:tasks.{name}"
     if params.gate.regression_rule == "point":
-        return _rule(f"regression:{name}", f"{key}.delta", task.delta, round(-allowed, 10), ">=", True,
-                     f"{name}: observed drop {task.delta:+.4f} exceeds the margin -{allowed:.4f} (forgetting)", detail)
-    return _rule(f"regression:{name}", f"{key} ({1 - alpha:.3g} lower bound of tuned - base)", lower,
-                 round(-allowed, 10), ">=", True,
-                 f"{name}: the drop may exceed the margin (lower bound {lower:+.4f} < -{allowed:.4f}; "
-                 f"non-inferiority p {_fmt(p)}): forgetting", detail)
+        return _rule(
+            f"regression:{name}",
+            f"{key}.delta",
+            task.delta,
+            round(-allowed, 10),
+            ">=",
+            True,
+            f"{name}: observed drop {task.delta:+.4f} exceeds the margin -{allowed:.4f} (forgetting)",
+            detail,
+        )
+    return _rule(
+        f"regression:{name}",
+        f"{key} ({1 - alpha:.3g} lower bound of tuned - base)",
+        lower,
+        round(-allowed, 10),
+        ">=",
+        True,
+        f"{name}: the drop may exceed the margin (lower bound {lower:+.4f} < -{allowed:.4f}; "
+        f"non-inferiority p {_fmt(p)}): forgetting",
+        detail,
+    )
 
 
 def eval_rules(params: Params, compare: EvalComparison, src: str, problems: list[str]) -> list[GateRule]:
     cfg = params.eval
     if compare.domain_task != cfg.domain_task:
-        problems.append(f"{src}: domain_task is {compare.domain_task!r}, params eval.domain_task is "
-                        f"{cfg.domain_task!r}")
+        problems.append(
+            f"{src}: domain_task is {compare.domain_task!r}, params eval.domain_task is {cfg.domain_task!r}"
+        )
     # The params decide which tasks exist and which rule each gets; a file that disagrees is not judged.
     missing = [t for t in cfg.tasks if t not in compare.tasks]
     extra = [t for t in compare.tasks if t not in cfg.tasks]
@@ -119,8 +200,7 @@ def eval_rules(params: Params, compare: EvalComparison, src: str, problems: list
         if task is None:
             continue
         if task.kind != cfg.kind(name):
-            problems.append(f"{src}: tasks.{name}.kind is {task.kind.value!r}, params make it "
-                            f"{cfg.kind(name)!r}")
+            problems.append(f"{src}: tasks.{name}.kind is {task.kind.value!r}, params make it {cfg.kind(name)!r}")
             continue
         if name == cfg.domain_task:
             rules += domain_rules(params, name, task)
@@ -135,29 +215,57 @@ def judge_rules(params: Params, judge: JudgeReport, src: str, problems: list[str
     advisory = f"advisory: judge not calibrated ({judge.calibration.reason or 'no reason given'})"
     # A judge whose calls fail has not judged: could-not-judge, whatever its calibration says.
     if judge.failure_rate > g.judge_max_failure_rate:
-        problems.append(f"{src}: judge failure_rate {judge.failure_rate:.3g} > gate.judge_max_failure_rate "
-                        f"{g.judge_max_failure_rate}: the judge could not judge (fix the endpoint and rerun)")
-    rules.append(_rule("judge_failure_rate", f"{JUDGE}:failure_rate", judge.failure_rate,
-                       g.judge_max_failure_rate, "<=", True,
-                       f"judge failure rate {_fmt(judge.failure_rate)} > {g.judge_max_failure_rate}"))
+        problems.append(
+            f"{src}: judge failure_rate {judge.failure_rate:.3g} > gate.judge_max_failure_rate "
+            f"{g.judge_max_failure_rate}: the judge could not judge (fix the endpoint and rerun)"
+        )
+    rules.append(
+        _rule(
+            "judge_failure_rate",
+            f"{JUDGE}:failure_rate",
+            judge.failure_rate,
+            g.judge_max_failure_rate,
+            "<=",
+            True,
+            f"judge failure rate {_fmt(judge.failure_rate)} > {g.judge_max_failure_rate}",
+        )
+    )
     for rubric in [*params.judge.rubrics, *(r for r in judge.rubrics if r not in params.judge.rubrics)]:
         if rubric not in judge.rubrics or rubric not in params.judge.rubrics:
-            problems.append(f"{src}: rubric {rubric!r} is in one of params judge.rubrics "
-                            f"({params.judge.rubrics}) and the metrics ({sorted(judge.rubrics)}) but not the other")
+            problems.append(
+                f"{src}: rubric {rubric!r} is in one of params judge.rubrics "
+                f"({params.judge.rubrics}) and the metrics ({sorted(judge.rubrics)}) but not the other"
+            )
             continue
         mean = judge.rubrics[rubric].tuned.mean
         if mean is None and calibrated:
             problems.append(f"{src}: rubrics.{rubric}.tuned.mean is null but the judge is calibrated")
-        entry = _rule(f"judge_mean:{rubric}", f"{JUDGE}:rubrics.{rubric}.tuned.mean", mean, g.judge_min_mean,
-                      ">=", calibrated, f"{rubric}: tuned judge mean "
-                      f"{'null (no valid verdict)' if mean is None else _fmt(mean)} < {g.judge_min_mean}")
+        entry = _rule(
+            f"judge_mean:{rubric}",
+            f"{JUDGE}:rubrics.{rubric}.tuned.mean",
+            mean,
+            g.judge_min_mean,
+            ">=",
+            calibrated,
+            f"{rubric}: tuned judge mean "
+            f"{'null (no valid verdict)' if mean is None else _fmt(mean)} < {g.judge_min_mean}",
+        )
         rules.append(entry)
-    entry = _rule("judge_invalid_rate", f"{JUDGE}:invalid_rate", judge.invalid_rate, g.judge_max_invalid_rate,
-                  "<=", calibrated, f"judge invalid rate {_fmt(judge.invalid_rate)} > {g.judge_max_invalid_rate}")
+    entry = _rule(
+        "judge_invalid_rate",
+        f"{JUDGE}:invalid_rate",
+        judge.invalid_rate,
+        g.judge_max_invalid_rate,
+        "<=",
+        calibrated,
+        f"judge invalid rate {_fmt(judge.invalid_rate)} > {g.judge_max_invalid_rate}",
+    )
     rules.append(entry)
     if not calibrated:
-        rules = [r if r.binding else r.model_copy(update={
-            "reason": advisory + ("" if r.passed else f"; {r.reason}")}) for r in rules]
+        rules = [
+            r if r.binding else r.model_copy(update={"reason": advisory + ("" if r.passed else f"; {r.reason}")})
+            for r in rules
+        ]
     return rules
 
 
@@ -168,9 +276,11 @@ def _load(path, model, adapter_sha: str | None, problems: list[str]) -> Any:
         problems.append(str(exc))
         return None
     if adapter_sha is not None and data.adapter_sha256 != adapter_sha:
-        problems.append(f"{path}: stale, adapter_sha256 {str(data.adapter_sha256)[:12]} is not the current "
-                        f"adapter's {adapter_sha[:12]} (metrics older than the adapter they describe; rerun "
-                        "dvc repro)")
+        problems.append(
+            f"{path}: stale, adapter_sha256 {str(data.adapter_sha256)[:12]} is not the current "
+            f"adapter's {adapter_sha[:12]} (metrics older than the adapter they describe; rerun "
+            "dvc repro)"
+        )
     return data
 
 
@@ -189,8 +299,14 @@ def evaluate(params: Params) -> GateReport:
         rules += judge_rules(params, judge, str(paths.report(JUDGE)), problems)
     failed = [r for r in rules if r.binding and not r.passed]
     verdict = Verdict.error if problems else Verdict.failed if failed else Verdict.passed
-    return GateReport(verdict=verdict, exit_code=verdict.exit_code, adapter_sha256=adapter_sha, rules=rules,
-                      errors=problems, summary=summary(verdict, rules, problems))
+    return GateReport(
+        verdict=verdict,
+        exit_code=verdict.exit_code,
+        adapter_sha256=adapter_sha,
+        rules=rules,
+        errors=problems,
+        summary=summary(verdict, rules, problems),
+    )
 
 
 def summary(verdict: Verdict, rules: list[GateRule], errors: list[str]) -> str:
@@ -211,8 +327,11 @@ def run(params: Params, no_fail: bool = False) -> GateReport:
     from llmops.tracking import log_to_training_run
 
     try:  # MLflow only mirrors the verdict: a store hiccup must not turn "fail" into a crash or a pass
-        log_to_training_run(params.paths.reports, {"exit_code": report.exit_code,
-                                                   "passed": int(report.verdict is Verdict.passed)}, "gate")
+        log_to_training_run(
+            params.paths.reports,
+            {"exit_code": report.exit_code, "passed": int(report.verdict is Verdict.passed)},
+            "gate",
+        )
     except Exception as exc:  # noqa: BLE001
         print(f"warning: gate verdict not mirrored to MLflow: {exc}")
     return report

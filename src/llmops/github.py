@@ -46,10 +46,18 @@ def is_own(comment: dict, author: str, marker: str = MARKER) -> bool:
 
 def _request(method: str, url: str, token: str, body: dict | None = None) -> tuple[Any, dict]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={
-        "Accept": "application/vnd.github+json", "Authorization": f"Bearer {token}",
-        "X-GitHub-Api-Version": API_VERSION, "User-Agent": "llmops-report",
-        **({"Content-Type": "application/json"} if data else {})})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={
+            "Accept": "application/vnd.github+json",
+            "Authorization": f"Bearer {token}",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": "llmops-report",
+            **({"Content-Type": "application/json"} if data else {}),
+        },
+    )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"null"), dict(resp.headers)
@@ -67,8 +75,15 @@ def _next_link(headers: dict) -> str | None:
     return match.group(1) if match else None
 
 
-def sticky_comment(repo: str, pr: int, body: str, token: str | None = None, api_url: str | None = None,
-                   marker: str = MARKER, author: str | None = None) -> dict:
+def sticky_comment(
+    repo: str,
+    pr: int,
+    body: str,
+    token: str | None = None,
+    api_url: str | None = None,
+    marker: str = MARKER,
+    author: str | None = None,
+) -> dict:
     """Create or update the PR's marked comment by `author`; returns {"action": "created"|"updated", "id", "url"}."""
     author = author or os.environ.get(AUTHOR_ENV) or DEFAULT_AUTHOR
     token = token or os.environ.get("GITHUB_TOKEN")

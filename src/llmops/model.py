@@ -36,17 +36,27 @@ def verify_local(ident: dict[str, Any]) -> None:
     if not pinned:
         return  # an identity.json written before weights were pinned: nothing to compare with
     rerun = "the results after it would describe weights that no longer exist; rerun: dvc repro -f base"
-    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()
-               and not any(part.startswith(".") for part in p.relative_to(folder).parts)} if folder.is_dir() else set()
+    present = (
+        {
+            p.relative_to(folder).as_posix()
+            for p in folder.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        }
+        if folder.is_dir()
+        else set()
+    )
     changed = sorted(set(pinned) ^ present)
     for rel in sorted(set(pinned) & present):
         st, want = (folder / rel).stat(), pinned[rel]
-        if st.st_size != want["size"] or (st.st_mtime_ns != want["mtime_ns"]
-                                          and sha256_file(folder / rel) != want["sha256"]):
+        if st.st_size != want["size"] or (
+            st.st_mtime_ns != want["mtime_ns"] and sha256_file(folder / rel) != want["sha256"]
+        ):
             changed.append(rel)
     if changed:
-        raise StageError(f"base.model {folder}: {', '.join(changed[:5])} changed since the base stage pinned "
-                         f"it (added, removed or different bytes); {rerun}")
+        raise StageError(
+            f"base.model {folder}: {', '.join(changed[:5])} changed since the base stage pinned "
+            f"it (added, removed or different bytes); {rerun}"
+        )
 
 
 def identity(paths: Any) -> dict[str, Any]:

@@ -49,12 +49,20 @@ def collect(revs: Sequence[str] = ()) -> tuple[dict[str, list[dict[str, Any]]], 
         result = json.loads(proc.stdout)
     except json.JSONDecodeError as exc:
         raise StageError(f"`{' '.join(cmd)}` printed no JSON ({exc})") from None
-    errors = [f"{e.get('name') or e.get('source') or 'dvc'} @ {e.get('rev', '?')}: {e.get('type')} {e.get('msg', '')}"
-              .strip() for e in result.get("errors", [])]
+    errors = [
+        f"{e.get('name') or e.get('source') or 'dvc'} @ {e.get('rev', '?')}: {e.get('type')} {e.get('msg', '')}".strip()
+        for e in result.get("errors", [])
+    ]
     data = {plot_id: renderers for plot_id, renderers in (result.get("data") or {}).items() if renderers}
     if not data:
-        raise StageError(f"`{' '.join(cmd)}` gave no plot to render" + (f": {'; '.join(errors)}" if errors else
-                         " (no dvc.yaml `plots:` or stage plots, or their files are missing)"))
+        raise StageError(
+            f"`{' '.join(cmd)}` gave no plot to render"
+            + (
+                f": {'; '.join(errors)}"
+                if errors
+                else " (no dvc.yaml `plots:` or stage plots, or their files are missing)"
+            )
+        )
     return data, errors
 
 
@@ -79,8 +87,9 @@ def render(plots: dict[str, list[dict[str, Any]]], out: Path) -> list[dict[str, 
                     shutil.copyfile(renderer["url"], tmp / name)
                 else:
                     raise StageError(f"plot {plot_id}: cannot render a {renderer.get('type')!r} renderer")
-                written.append({"plot": plot_id, "revisions": ",".join(renderer.get("revisions", [])),
-                                "file": str(out / name)})
+                written.append(
+                    {"plot": plot_id, "revisions": ",".join(renderer.get("revisions", [])), "file": str(out / name)}
+                )
     return written
 
 

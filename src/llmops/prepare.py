@@ -33,9 +33,9 @@ import numpy as np
 
 from llmops import schemas
 from llmops.artifacts import atomic_dir, parse_json_line, write_jsonl
-from llmops.model import load_tokenizer
 from llmops.config import Params
-from llmops.errors import DataError, StageError
+from llmops.errors import DataError
+from llmops.model import load_tokenizer
 
 ROLES = {"system", "user", "assistant"}
 ALLOWED_CONTROLS = {"\n", "\t"}
@@ -74,8 +74,9 @@ def normalised_words(text: str) -> list[str]:
     r"""NFKC, case-folded words with punctuation, symbols and whitespace as separators and format characters
     (zero-width) dropped: 'Site A-1, OFF\u200bair!' and 'site a 1 off air' give the same words."""
     text = unicodedata.normalize("NFKC", text).casefold()
-    return "".join("" if unicodedata.category(c) == "Cf" else " " if unicodedata.category(c)[0] in "PSZC" else c
-                   for c in text).split()
+    return "".join(
+        "" if unicodedata.category(c) == "Cf" else " " if unicodedata.category(c)[0] in "PSZC" else c for c in text
+    ).split()
 
 
 def _visible(char: str) -> bool:
@@ -88,14 +89,20 @@ def _text(value: Any, path: Path, line: int, name: str) -> str:
     for i, char in enumerate(value):
         category = unicodedata.category(char)
         if category == "Cs":
-            raise DataError(path, f"contains a lone surrogate U+{ord(char):04X} at character {i} (not valid Unicode)",
-                            line, name)
+            raise DataError(
+                path, f"contains a lone surrogate U+{ord(char):04X} at character {i} (not valid Unicode)", line, name
+            )
         if category == "Cc" and char not in ALLOWED_CONTROLS:
-            raise DataError(path, f"contains control character U+{ord(char):04X} at character {i} "
-                            "(only \\n and \\t are allowed)", line, name)
+            raise DataError(
+                path,
+                f"contains control character U+{ord(char):04X} at character {i} (only \\n and \\t are allowed)",
+                line,
+                name,
+            )
     if not any(_visible(c) for c in value):
-        raise DataError(path, "is empty: no visible character (only whitespace, zero-width or format characters)",
-                        line, name)
+        raise DataError(
+            path, "is empty: no visible character (only whitespace, zero-width or format characters)", line, name
+        )
     return value
 
 
@@ -138,15 +145,19 @@ def parse_record(record: Any, path: Path, line: int, system_prompt: str | None) 
                 raise DataError(path, f"must be one of {sorted(ROLES)}, got {role!r}", line, f"{where}.role")
             messages.append({"role": role, "content": _text(turn.get("content"), path, line, f"{where}.content")})
         if messages[-1]["role"] != "assistant":
-            raise DataError(path, "the last turn must be the assistant's answer", line, f"messages[{len(turns) - 1}].role")
+            raise DataError(
+                path, "the last turn must be the assistant's answer", line, f"messages[{len(turns) - 1}].role"
+            )
         if not any(m["role"] == "user" for m in messages[:-1]):
             raise DataError(path, "needs at least one user turn before the answer", line, "messages")
     elif "input" in record or "output" in record:
         for name in ("input", "output"):
             if name not in record:
                 raise DataError(path, "missing", line, name)
-        messages = [{"role": "user", "content": _text(record["input"], path, line, "input")},
-                    {"role": "assistant", "content": _text(record["output"], path, line, "output")}]
+        messages = [
+            {"role": "user", "content": _text(record["input"], path, line, "input")},
+            {"role": "assistant", "content": _text(record["output"], path, line, "output")},
+        ]
     else:
         raise DataError(path, "record needs either 'messages' or 'input'+'output'", line)
     if system_prompt and messages[0]["role"] != "system":
@@ -154,16 +165,21 @@ def parse_record(record: Any, path: Path, line: int, system_prompt: str | None) 
     return Example(path, line, messages, prompt_field="messages" if "messages" in record else "input")
 
 
-def read_examples(path: Path, system_prompt: str | None, label_regex: re.Pattern[str],
-                  max_line_bytes: int = 1 << 20) -> list[Example]:
+def read_examples(
+    path: Path, system_prompt: str | None, label_regex: re.Pattern[str], max_line_bytes: int = 1 << 20
+) -> list[Example]:
     if not path.is_file():
         raise DataError(path, "file not found")
     examples = []
     with open(path, "rb") as fh:
         for line, raw, size in _bounded_lines(fh, max_line_bytes):
             if raw is None:
-                raise DataError(path, f"line is {size:,} bytes, over prepare.max_line_bytes {max_line_bytes:,} "
-                                "(rejected before parsing or tokenising)", line)
+                raise DataError(
+                    path,
+                    f"line is {size:,} bytes, over prepare.max_line_bytes {max_line_bytes:,} "
+                    "(rejected before parsing or tokenising)",
+                    line,
+                )
             if not raw.strip():
                 raise DataError(path, "blank line", line)
             record = parse_json_line(raw, path, line)
@@ -182,11 +198,12 @@ def read_examples(path: Path, system_prompt: str | None, label_regex: re.Pattern
 def _ngrams(words: list[str], n: int) -> set[tuple[str, ...]]:
     if len(words) < n:  # a text shorter than n words is one gram, so short copies still match exactly
         return {tuple(words)} if words else set()
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def find_leaks(train: list[Example], evals: list[Example], n: int, threshold: float
-               ) -> tuple[list[tuple[Example, Example, float]], tuple[Example, Example, float] | None]:
+def find_leaks(
+    train: list[Example], evals: list[Example], n: int, threshold: float
+) -> tuple[list[tuple[Example, Example, float]], tuple[Example, Example, float] | None]:
     """Every (train, eval, similarity) pair at or above `threshold`, plus the most similar pair overall.
 
     Similarity is the Jaccard index of the prompts' word n-gram sets after `normalised_words`, so a copy with
@@ -212,8 +229,11 @@ def find_leaks(train: list[Example], evals: list[Example], n: int, threshold: fl
 
 
 def _pair(train: Example, evals: Example, similarity: float) -> dict[str, Any]:
-    return {"train": f"{train.path}:{train.line}", "eval": f"{evals.path}:{evals.line}",
-            "similarity": round(similarity, 4)}
+    return {
+        "train": f"{train.path}:{train.line}",
+        "eval": f"{evals.path}:{evals.line}",
+        "similarity": round(similarity, 4),
+    }
 
 
 def dedupe(examples: list[Example]) -> tuple[list[Example], int]:
@@ -230,14 +250,21 @@ def percentiles(values: list[int]) -> dict[str, float] | None:
     if not values:
         return None
     arr = np.asarray(values)
-    return {"p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
-            "p99": float(np.percentile(arr, 99)), "max": int(arr.max()), "mean": round(float(arr.mean()), 2)}
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p90": float(np.percentile(arr, 90)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": int(arr.max()),
+        "mean": round(float(arr.mean()), 2),
+    }
 
 
 def token_lengths(tokenizer, ex: Example) -> tuple[int, int]:
     prompt = tokenizer.apply_chat_template(ex.prompt, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(ex.messages, tokenize=False)
-    return len(tokenizer(prompt, add_special_tokens=False)["input_ids"]), len(tokenizer(full, add_special_tokens=False)["input_ids"])
+    return len(tokenizer(prompt, add_special_tokens=False)["input_ids"]), len(
+        tokenizer(full, add_special_tokens=False)["input_ids"]
+    )
 
 
 def apply_length_policy(examples: list[Example], tokenizer, max_len: int, policy: str) -> tuple[list[Example], dict]:
@@ -246,14 +273,21 @@ def apply_length_policy(examples: list[Example], tokenizer, max_len: int, policy
         prompt_len, full_len = token_lengths(tokenizer, ex)
         if full_len > max_len:
             if policy == "error" or (policy == "truncate" and prompt_len >= max_len):
-                raise DataError(ex.path, f"{full_len} tokens (prompt {prompt_len}) exceed prepare.max_seq_len "
-                                f"{max_len} (prepare.truncation: {policy})", ex.line)
+                raise DataError(
+                    ex.path,
+                    f"{full_len} tokens (prompt {prompt_len}) exceed prepare.max_seq_len "
+                    f"{max_len} (prepare.truncation: {policy})",
+                    ex.line,
+                )
             if policy == "drop":
                 dropped += 1
                 continue
             # truncate: keep the prompt whole and cut the answer's tail, so the label (first) survives
             ids = tokenizer(ex.answer, add_special_tokens=False)["input_ids"]
-            ex.messages[-1] = {"role": "assistant", "content": tokenizer.decode(ids[: max(1, len(ids) - (full_len - max_len))])}
+            ex.messages[-1] = {
+                "role": "assistant",
+                "content": tokenizer.decode(ids[: max(1, len(ids) - (full_len - max_len))]),
+            }
             truncated += 1
             full_len = max_len
         lengths.append(full_len)
@@ -276,19 +310,28 @@ def run(params: Params) -> dict[str, Any]:
     leaked = {id(ex) for ex, _, _ in leaks}
     if leaks and not cfg.allow_leakage:
         first = leaks[0][0]
-        listing = "\n".join(f"  {p['train']} <-> {p['eval']}  similarity {p['similarity']:.2f}"
-                             for p in (_pair(*leak) for leak in leaks))
-        raise DataError(first.path, f"{len(leaks)} train/eval pair(s) leak (word {cfg.leakage_ngram}-gram "
-                        f"Jaccard >= prepare.leakage_threshold {cfg.leakage_threshold} after Unicode/case/"
-                        f"punctuation/whitespace normalisation; set prepare.allow_leakage to accept):\n{listing}",
-                        first.line, first.prompt_field)
+        listing = "\n".join(
+            f"  {p['train']} <-> {p['eval']}  similarity {p['similarity']:.2f}"
+            for p in (_pair(*leak) for leak in leaks)
+        )
+        raise DataError(
+            first.path,
+            f"{len(leaks)} train/eval pair(s) leak (word {cfg.leakage_ngram}-gram "
+            f"Jaccard >= prepare.leakage_threshold {cfg.leakage_threshold} after Unicode/case/"
+            f"punctuation/whitespace normalisation; set prepare.allow_leakage to accept):\n{listing}",
+            first.line,
+            first.prompt_field,
+        )
 
     tokenizer = load_tokenizer(paths)
     train, train_len = apply_length_policy(train, tokenizer, cfg.max_seq_len, cfg.truncation)
     evals, eval_len = apply_length_policy(evals, tokenizer, cfg.max_seq_len, cfg.truncation)
     if len(train) < cfg.min_examples:
-        raise DataError(paths.raw_train, f"{len(train)} usable training examples after dropping duplicates and "
-                        f"over-long ones; prepare.min_examples is {cfg.min_examples}")
+        raise DataError(
+            paths.raw_train,
+            f"{len(train)} usable training examples after dropping duplicates and "
+            f"over-long ones; prepare.min_examples is {cfg.min_examples}",
+        )
     labels = sorted({ex.label for ex in train})
     unseen = sorted({ex.label for ex in evals} - set(labels))
     if unseen:
@@ -296,23 +339,44 @@ def run(params: Params) -> dict[str, Any]:
 
     random.Random(cfg.seed).shuffle(train)
     train_rows = [{"messages": ex.messages, "label": ex.label} for ex in train]
-    eval_rows = [{
-        "id": i, "source_line": ex.line, "messages": ex.prompt, "reference": ex.answer, "label": ex.label,
-        "gold": labels.index(ex.label), "choices": labels,
-        # rendered once here with the base tokenizer's chat template, so lm-eval and the judge see one prompt
-        "prompt": tokenizer.apply_chat_template(ex.prompt, tokenize=False, add_generation_prompt=True),
-    } for i, ex in enumerate(evals)]
+    eval_rows = [
+        {
+            "id": i,
+            "source_line": ex.line,
+            "messages": ex.prompt,
+            "reference": ex.answer,
+            "label": ex.label,
+            "gold": labels.index(ex.label),
+            "choices": labels,
+            # rendered once here with the base tokenizer's chat template, so lm-eval and the judge see one prompt
+            "prompt": tokenizer.apply_chat_template(ex.prompt, tokenize=False, add_generation_prompt=True),
+        }
+        for i, ex in enumerate(evals)
+    ]
 
     stats = {
-        "train": {"raw": len(train_raw), "duplicates_dropped": train_dupes, "final": len(train), **train_len,
-                  "labels": {label: sum(ex.label == label for ex in train) for label in labels}},
-        "eval": {"raw": len(eval_raw), "duplicates_dropped": eval_dupes, "final": len(evals), **eval_len,
-                 "labels": {label: sum(ex.label == label for ex in evals) for label in labels}},
+        "train": {
+            "raw": len(train_raw),
+            "duplicates_dropped": train_dupes,
+            "final": len(train),
+            **train_len,
+            "labels": {label: sum(ex.label == label for ex in train) for label in labels},
+        },
+        "eval": {
+            "raw": len(eval_raw),
+            "duplicates_dropped": eval_dupes,
+            "final": len(evals),
+            **eval_len,
+            "labels": {label: sum(ex.label == label for ex in evals) for label in labels},
+        },
         "leaked": len(leaked),  # training examples in at least one leaked pair
-        "leakage": {"ngram": cfg.leakage_ngram, "threshold": cfg.leakage_threshold,
-                    "max_similarity": round(most_similar[2], 4) if most_similar else 0.0,
-                    "most_similar": _pair(*most_similar) if most_similar else None,
-                    "pairs": [_pair(*leak) for leak in leaks]},
+        "leakage": {
+            "ngram": cfg.leakage_ngram,
+            "threshold": cfg.leakage_threshold,
+            "max_similarity": round(most_similar[2], 4) if most_similar else 0.0,
+            "most_similar": _pair(*most_similar) if most_similar else None,
+            "pairs": [_pair(*leak) for leak in leaks],
+        },
         "labels": labels,
         "truncation_policy": cfg.truncation,
         "max_seq_len": cfg.max_seq_len,

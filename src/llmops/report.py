@@ -26,6 +26,7 @@ from llmops.artifacts import clip, md_cell, md_table, read_jsonl, write_text
 from llmops.config import Params
 from llmops.errors import DataError
 from llmops.github import MARKER
+
 BASE_REF_ENV = "LLMOPS_REPORT_BASE_REF"
 NA = "_not available_"
 
@@ -86,15 +87,18 @@ def _dvc_diff(kind: str, base_ref: str) -> str:
 # ---------------------------------------------------------------- change vs noise against the base branch
 # Keys of `dvc metrics diff` that say how, not how well: hashes, timings, token and cache counters. They move on
 # every run, so they go in a collapsed block under the decision metrics.
-BOOKKEEPING = re.compile(r"sha256|runtime|timing|_s$|_s\.|seconds|tokens|cache|calls|cost|per_s|memory|rss|peak|"
-                         r"environment|packages|threads|retries|experiment|run_id|n_items|steps_per|samples_per")
+BOOKKEEPING = re.compile(
+    r"sha256|runtime|timing|_s$|_s\.|seconds|tokens|cache|calls|cost|per_s|memory|rss|peak|"
+    r"environment|packages|threads|retries|experiment|run_id|n_items|steps_per|samples_per"
+)
 DECISION_FILES = ("gate.json", "eval_compare.json", "judge.json", "train.json", "data.json")
 
 
 def _metrics_diff(base_ref: str) -> tuple[dict | None, str | None]:
     try:
-        proc = subprocess.run(["dvc", "metrics", "diff", base_ref, "--json"], capture_output=True, text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            ["dvc", "metrics", "diff", base_ref, "--json"], capture_output=True, text=True, timeout=300
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return None, f"{NA} (`dvc metrics diff` could not run: {exc})"
     if proc.returncode:
@@ -107,8 +111,10 @@ def _metrics_diff(base_ref: str) -> tuple[dict | None, str | None]:
 
 
 def _ref_hint(base_ref: str) -> str:
-    return (f". Is `{base_ref}` fetched? In CI check out with `fetch-depth: 0`; locally `git fetch origin`, or "
-            f"set LLMOPS_REPORT_BASE_REF / report.base_ref to a branch that exists here.")
+    return (
+        f". Is `{base_ref}` fetched? In CI check out with `fetch-depth: 0`; locally `git fetch origin`, or "
+        f"set LLMOPS_REPORT_BASE_REF / report.base_ref to a branch that exists here."
+    )
 
 
 def metrics_diff_section(base_ref: str) -> str:
@@ -129,8 +135,15 @@ def metrics_diff_section(base_ref: str) -> str:
         return f"No metric changed against `{base_ref}`."
     out = [md_table(header, decision) if decision else f"No decision metric changed against `{base_ref}`."]
     if bookkeeping:
-        out += ["", f"<details><summary>{len(bookkeeping)} bookkeeping metrics changed (hashes, runtimes, "
-                    "tokens, cache counters)</summary>", "", md_table(header, bookkeeping), "", "</details>"]
+        out += [
+            "",
+            f"<details><summary>{len(bookkeeping)} bookkeeping metrics changed (hashes, runtimes, "
+            "tokens, cache counters)</summary>",
+            "",
+            md_table(header, bookkeeping),
+            "",
+            "</details>",
+        ]
     return "\n".join(out)
 
 
@@ -189,41 +202,69 @@ def vs_base_section(params: Params, base_ref: str) -> str:
         return f"{NA} (this run's tuned eval samples: {exc})"
     try:
         theirs, their_results = _load_tuned_samples(params, lambda p: _base_ref_file(base_ref, p))
-    except Exception as exc:  # dvc.api raises many kinds: missing rev, not in cache or remote, no remote
-        return (f"{NA}: the tuned eval samples of `{base_ref}` are neither in the local DVC cache nor in a "
-                f"DVC remote ({type(exc).__name__}: {md_cell(exc, 160)}). Push them from the base branch "
-                "(`dvc push`, CI does on the default branch) to compare item by item.")
+    except Exception as exc:  # noqa: BLE001 - dvc.api raises many kinds: missing rev, not cached, no remote
+        return (
+            f"{NA}: the tuned eval samples of `{base_ref}` are neither in the local DVC cache nor in a "
+            f"DVC remote ({type(exc).__name__}: {md_cell(exc, 160)}). Push them from the base branch "
+            "(`dvc push`, CI does on the default branch) to compare item by item."
+        )
     alpha = params.gate.alpha * 2  # the gate's one-sided alpha as a two-sided level
     rows, notes = [], []
     for task in params.eval.tasks:
         a, b = _scores(theirs, their_results, task), _scores(ours, our_results, task)
         keys = sorted(k for k in a.keys() & b.keys() if a[k]["doc_hash"] == b[k]["doc_hash"])
         if len(keys) < max(len(a), len(b)):
-            notes.append(f"{task}: {max(len(a), len(b)) - len(keys)} items differ between the branches "
-                         f"(eval set changed); compared the {len(keys)} shared ones")
+            notes.append(
+                f"{task}: {max(len(a), len(b)) - len(keys)} items differ between the branches "
+                f"(eval set changed); compared the {len(keys)} shared ones"
+            )
         if not keys:
             rows.append([task, 0, "-", "-", "-", "-", "no shared items"])
             continue
-        row = stats.compare([a[k]["score"] for k in keys], [b[k]["score"] for k in keys],
-                            samples=params.eval.bootstrap_samples, seed=params.eval.seed)
+        row = stats.compare(
+            [a[k]["score"] for k in keys],
+            [b[k]["score"] for k in keys],
+            samples=params.eval.bootstrap_samples,
+            seed=params.eval.seed,
+        )
         verdict = "within noise" if row["p_value"] >= alpha else ("better" if row["delta"] > 0 else "worse")
         moved = f"+{row['gained']} / -{row['lost']}" if row["binary"] else "-"
-        rows.append([task, row["n"], _f(row["base"]), _f(row["tuned"]),
-                     f"{row['delta']:+.3f} [{row['delta_ci'][0]:+.3f}, {row['delta_ci'][1]:+.3f}]", moved,
-                     f"p {row['p_value']:.2g}, {verdict}"])
-    lines = [f"The tuned model of this PR against the tuned model of `{base_ref}`, item by item (paired; "
-             f"two-sided p against {alpha:g}).", "",
-             md_table(["task", "n", base_ref, "this PR", "delta [95% CI]", "gained / lost", "verdict"], rows)]
-    ours_env = _environment(params.paths.report("train_perf.json").read_text(encoding="utf-8")
-                            if params.paths.report("train_perf.json").is_file() else None)
+        rows.append(
+            [
+                task,
+                row["n"],
+                _f(row["base"]),
+                _f(row["tuned"]),
+                f"{row['delta']:+.3f} [{row['delta_ci'][0]:+.3f}, {row['delta_ci'][1]:+.3f}]",
+                moved,
+                f"p {row['p_value']:.2g}, {verdict}",
+            ]
+        )
+    lines = [
+        f"The tuned model of this PR against the tuned model of `{base_ref}`, item by item (paired; "
+        f"two-sided p against {alpha:g}).",
+        "",
+        md_table(["task", "n", base_ref, "this PR", "delta [95% CI]", "gained / lost", "verdict"], rows),
+    ]
+    ours_env = _environment(
+        params.paths.report("train_perf.json").read_text(encoding="utf-8")
+        if params.paths.report("train_perf.json").is_file()
+        else None
+    )
     theirs_env = _environment(_git_show(base_ref, params.paths.report("train_perf.json")))
     if ours_env and theirs_env and ours_env != theirs_env:
-        lines += ["", f"⚠️ **Different hardware paths**: `{base_ref}` trained on `{theirs_env}`, this PR on "
-                      f"`{ours_env}`. Float rounding differs across CPU kernel paths, so a few items can move "
-                      "with no change to the code or data."]
+        lines += [
+            "",
+            f"⚠️ **Different hardware paths**: `{base_ref}` trained on `{theirs_env}`, this PR on "
+            f"`{ours_env}`. Float rounding differs across CPU kernel paths, so a few items can move "
+            "with no change to the code or data.",
+        ]
     elif not theirs_env:
-        lines += ["", f"The environment of `{base_ref}` is unknown (no environment record), so a hardware "
-                      "difference cannot be ruled out."]
+        lines += [
+            "",
+            f"The environment of `{base_ref}` is unknown (no environment record), so a hardware "
+            "difference cannot be ruled out.",
+        ]
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines)
 
@@ -232,16 +273,31 @@ def gate_section(gate: dict | None, why: str | None) -> str:
     if gate is None:
         return f"**Verdict: not available** ({why}). Without a gate verdict nothing deploys."
     icon = {"pass": "✅", "fail": "❌"}.get(gate.get("verdict"), "⚠️")
-    lines = [f"**Verdict: {icon} {gate.get('verdict')}** (exit code {gate.get('exit_code')}; "
-             f"adapter `{str(gate.get('adapter_sha256'))[:12]}`)", ""]
-    rows = [["✅" if r.get("passed") else "❌" if r.get("binding") else "⚠️", r.get("rule"), "binding" if r.get("binding") else "advisory",
-             _g(r.get("observed")), f"{r.get('op')} {_g(r.get('threshold'))}", r.get("reason"), r.get("detail")]
-            for r in gate.get("rules", [])]
+    lines = [
+        f"**Verdict: {icon} {gate.get('verdict')}** (exit code {gate.get('exit_code')}; "
+        f"adapter `{str(gate.get('adapter_sha256'))[:12]}`)",
+        "",
+    ]
+    rows = [
+        [
+            "✅" if r.get("passed") else "❌" if r.get("binding") else "⚠️",
+            r.get("rule"),
+            "binding" if r.get("binding") else "advisory",
+            _g(r.get("observed")),
+            f"{r.get('op')} {_g(r.get('threshold'))}",
+            r.get("reason"),
+            r.get("detail"),
+        ]
+        for r in gate.get("rules", [])
+    ]
     lines.append(md_table(["", "rule", "kind", "observed", "threshold", "reason", "statistics"], rows))
-    lines += ["", "`domain_gain` is the exact one-sided McNemar p of a gain, against the gate's alpha. "
-              "`regression:*` compares tuned - base with minus the allowed margin: the observed delta "
-              "(`gate.regression_rule: point`) or its one-sided lower confidence bound (`noninferiority`); "
-              "the statistics column gives both. *one item* is what a single eval answer moves a task's score."]
+    lines += [
+        "",
+        "`domain_gain` is the exact one-sided McNemar p of a gain, against the gate's alpha. "
+        "`regression:*` compares tuned - base with minus the allowed margin: the observed delta "
+        "(`gate.regression_rule: point`) or its one-sided lower confidence bound (`noninferiority`); "
+        "the statistics column gives both. *one item* is what a single eval answer moves a task's score.",
+    ]
     if gate.get("errors"):
         lines += ["", "**The gate could not judge:**", *[f"- {md_cell(e, 500)}" for e in gate["errors"]]]
     return "\n".join(lines)
@@ -254,23 +310,55 @@ def tasks_section(compare: dict | None, why: str | None) -> str:
     for name, t in (compare.get("tasks") or {}).items():
         n = t.get("n")
         moved = f"+{t.get('gained')} / -{t.get('lost')}" if t.get("binary") else "-"
-        rows.append([name, t.get("kind"), t.get("metric"), n, _f(1 / n) if isinstance(n, int) and n else None,
-                     _f(t.get("base")), _f(t.get("tuned")), f"{_f(t.get('delta'))} {_ci(t.get('delta_ci'))}",
-                     f"{_f(t.get('ratio'))} {_ci(t.get('ratio_ci'))}", moved, _f(t.get("p_value"), 4),
-                     t.get("test")])
+        rows.append(
+            [
+                name,
+                t.get("kind"),
+                t.get("metric"),
+                n,
+                _f(1 / n) if isinstance(n, int) and n else None,
+                _f(t.get("base")),
+                _f(t.get("tuned")),
+                f"{_f(t.get('delta'))} {_ci(t.get('delta_ci'))}",
+                f"{_f(t.get('ratio'))} {_ci(t.get('ratio_ci'))}",
+                moved,
+                _f(t.get("p_value"), 4),
+                t.get("test"),
+            ]
+        )
     notes = []
     for name, t in (compare.get("tasks") or {}).items():
         b = t.get("baseline") or {}
         if b:
-            notes.append(f"- {name}: input-blind baselines from the eval labels: chance {_f(b.get('chance'))} "
-                         f"({b.get('labels')} labels), majority class {_f(b.get('majority'))}; tuned "
-                         f"{_f(t.get('tuned'))} is {'above' if (t.get('tuned') or 0) > max(b.get('chance', 0), b.get('majority', 0)) else '**not above**'} both.")
+            notes.append(
+                f"- {name}: input-blind baselines from the eval labels: chance {_f(b.get('chance'))} "
+                f"({b.get('labels')} labels), majority class {_f(b.get('majority'))}; tuned "
+                f"{_f(t.get('tuned'))} is {'above' if (t.get('tuned') or 0) > max(b.get('chance', 0), b.get('majority', 0)) else '**not above**'} both."
+            )
     for finding in degenerate_findings(compare):
         notes.append(f"- ⚠️ **Degenerate output**: {finding}.")
-    return ("95% confidence intervals in brackets; p is two-sided (the gate runs its own one-sided tests); "
-            "*gained/lost* counts items only one model got right.\n\n"
-            + md_table(["task", "kind", "metric", "n", "one item", "base", "tuned", "delta [CI]", "ratio [CI]",
-                      "gained / lost", "p", "test"], rows) + ("\n\n" + "\n".join(notes) if notes else ""))
+    return (
+        "95% confidence intervals in brackets; p is two-sided (the gate runs its own one-sided tests); "
+        "*gained/lost* counts items only one model got right.\n\n"
+        + md_table(
+            [
+                "task",
+                "kind",
+                "metric",
+                "n",
+                "one item",
+                "base",
+                "tuned",
+                "delta [CI]",
+                "ratio [CI]",
+                "gained / lost",
+                "p",
+                "test",
+            ],
+            rows,
+        )
+        + ("\n\n" + "\n".join(notes) if notes else "")
+    )
 
 
 def degenerate_findings(compare: dict | None) -> list[str]:
@@ -287,53 +375,91 @@ def degenerate_findings(compare: dict | None) -> list[str]:
 def chart_section(compare: dict | None, why: str | None) -> str:
     """A Mermaid xychart GitHub renders: two bar series on alternating slots, so bars never overlap."""
     tasks = (compare or {}).get("tasks") or {}
-    pairs = [(n, t.get("base"), t.get("tuned")) for n, t in tasks.items()
-             if isinstance(t.get("base"), (int, float)) and isinstance(t.get("tuned"), (int, float))]
+    pairs = [
+        (n, t.get("base"), t.get("tuned"))
+        for n, t in tasks.items()
+        if isinstance(t.get("base"), (int, float)) and isinstance(t.get("tuned"), (int, float))
+    ]
     if not pairs:
         return why or NA
-    labels = ", ".join(f'"{md_cell(n, 40).replace(chr(34), "")} {side}"' for n, _, _ in pairs
-                       for side in ("base", "tuned"))
+    labels = ", ".join(
+        f'"{md_cell(n, 40).replace(chr(34), "")} {side}"' for n, _, _ in pairs for side in ("base", "tuned")
+    )
     base = ", ".join(f"{v:.4f}, 0" for _, v, _ in pairs)
     tuned = ", ".join(f"0, {v:.4f}" for _, _, v in pairs)
-    return "\n".join([
-        "First bar of each pair: base model; second: tuned adapter.", "",
-        "```mermaid", "xychart-beta", '    title "Score per task: base vs tuned"',
-        f"    x-axis [{labels}]", '    y-axis "score" 0 --> 1',
-        f"    bar [{base}]", f"    bar [{tuned}]", "```"])
+    return "\n".join(
+        [
+            "First bar of each pair: base model; second: tuned adapter.",
+            "",
+            "```mermaid",
+            "xychart-beta",
+            '    title "Score per task: base vs tuned"',
+            f"    x-axis [{labels}]",
+            '    y-axis "score" 0 --> 1',
+            f"    bar [{base}]",
+            f"    bar [{tuned}]",
+            "```",
+        ]
+    )
 
 
 def judge_section(judge: dict | None, why: str | None) -> str:
     if judge is None:
         return why or NA
-    rows = [[name, _f((r.get("tuned") or {}).get("mean")), _ci((r.get("tuned") or {}).get("ci")),
-             _f((r.get("base") or {}).get("mean")), _f(r.get("delta")), _f((r.get("tuned") or {}).get("pass_rate")),
-             (r.get("tuned") or {}).get("n")]
-            for name, r in (judge.get("rubrics") or {}).items()]
+    rows = [
+        [
+            name,
+            _f((r.get("tuned") or {}).get("mean")),
+            _ci((r.get("tuned") or {}).get("ci")),
+            _f((r.get("base") or {}).get("mean")),
+            _f(r.get("delta")),
+            _f((r.get("tuned") or {}).get("pass_rate")),
+            (r.get("tuned") or {}).get("n"),
+        ]
+        for name, r in (judge.get("rubrics") or {}).items()
+    ]
     cal = judge.get("calibration") or {}
     tokens = judge.get("tokens") or {}
-    return "\n".join([
-        f"Judge `{judge.get('judge_model')}` ({judge.get('provider')}); calibrated: **{cal.get('calibrated')}** "
-        f"(kappa {_f(cal.get('kappa'))} vs min {_f(cal.get('min_kappa'))} on {cal.get('n')} human labels; "
-        f"{md_cell(cal.get('reason', ''), 200)}). Uncalibrated judge scores are advisory.", "",
-        md_table(["rubric", "tuned mean", "CI", "base mean", "delta", "tuned pass rate", "n"], rows), "",
-        f"invalid rate {_f(judge.get('invalid_rate'))}, failure rate {_f(judge.get('failure_rate'))}, "
-        f"{judge.get('calls')} calls ({_f(judge.get('cache_hit_rate'))} cache hits), "
-        f"tokens {tokens.get('prompt')} in / {tokens.get('completion')} out, cost ${_f(judge.get('cost_usd'), 4)}"])
+    return "\n".join(
+        [
+            f"Judge `{judge.get('judge_model')}` ({judge.get('provider')}); calibrated: **{cal.get('calibrated')}** "
+            f"(kappa {_f(cal.get('kappa'))} vs min {_f(cal.get('min_kappa'))} on {cal.get('n')} human labels; "
+            f"{md_cell(cal.get('reason', ''), 200)}). Uncalibrated judge scores are advisory.",
+            "",
+            md_table(["rubric", "tuned mean", "CI", "base mean", "delta", "tuned pass rate", "n"], rows),
+            "",
+            f"invalid rate {_f(judge.get('invalid_rate'))}, failure rate {_f(judge.get('failure_rate'))}, "
+            f"{judge.get('calls')} calls ({_f(judge.get('cache_hit_rate'))} cache hits), "
+            f"tokens {tokens.get('prompt')} in / {tokens.get('completion')} out, cost ${_f(judge.get('cost_usd'), 4)}",
+        ]
+    )
 
 
 def worst_items_section(path: Path, n: int) -> str:
     """The n lowest-scored judgments of the tuned model's eval answers (reports/judge_items.jsonl)."""
     if not path.is_file():
         return f"{NA} ({path} missing)"
-    items = [item for _, item in read_jsonl(path, strict=False)  # a bad line costs one row, not the comment
-             if isinstance(item.get("score"), (int, float)) and item.get("model") == "tuned"
-             and item.get("kind", "eval") == "eval"]
+    items = [
+        item
+        for _, item in read_jsonl(path, strict=False)  # a bad line costs one row, not the comment
+        if isinstance(item.get("score"), (int, float))
+        and item.get("model") == "tuned"
+        and item.get("kind", "eval") == "eval"
+    ]
     if not items:
         return f"{NA} (no scored tuned items in {path})"
     items.sort(key=lambda i: (i["score"], str(i.get("id"))))
-    rows = [[i.get("id"), i.get("rubric"), _f(float(i["score"]), 2), clip(i.get("answer") or "", 200),
-             clip(i.get("reference") or "", 120), clip(i.get("reasoning") or i.get("error") or "", 200)]
-            for i in items[:n]]
+    rows = [
+        [
+            i.get("id"),
+            i.get("rubric"),
+            _f(float(i["score"]), 2),
+            clip(i.get("answer") or "", 200),
+            clip(i.get("reference") or "", 120),
+            clip(i.get("reasoning") or i.get("error") or "", 200),
+        ]
+        for i in items[:n]
+    ]
     return md_table(["item", "rubric", "score", "tuned answer", "reference", "judge's reasoning"], rows)
 
 
@@ -344,15 +470,32 @@ def data_section(data: dict | None, why: str | None) -> str:
     for split in ("train", "eval"):
         s = data.get(split) or {}
         tok = s.get("tokens") or {}
-        rows.append([split, s.get("raw"), s.get("final"), s.get("duplicates_dropped"), s.get("dropped_too_long"),
-                     s.get("truncated"), _f(tok.get("mean"), 1), tok.get("max"),
-                     ", ".join(f"{k}: {v}" for k, v in (s.get("labels") or {}).items())])
-    return (md_table(["split", "raw", "final", "duplicates", "too long", "truncated", "mean tokens", "max tokens",
-                    "labels"], rows)
-            + f"\n\nTrain/eval leakage: {data.get('leaked')} pair(s) at or above the threshold"
-            + (f" (most similar pair {_f(leak.get('max_similarity'), 2)} vs threshold {_f(leak.get('threshold'), 2)})"
-               if (leak := data.get("leakage") or {}) else "")
-            + f"; truncation policy: {data.get('truncation_policy')}.")
+        rows.append(
+            [
+                split,
+                s.get("raw"),
+                s.get("final"),
+                s.get("duplicates_dropped"),
+                s.get("dropped_too_long"),
+                s.get("truncated"),
+                _f(tok.get("mean"), 1),
+                tok.get("max"),
+                ", ".join(f"{k}: {v}" for k, v in (s.get("labels") or {}).items()),
+            ]
+        )
+    return (
+        md_table(
+            ["split", "raw", "final", "duplicates", "too long", "truncated", "mean tokens", "max tokens", "labels"],
+            rows,
+        )
+        + f"\n\nTrain/eval leakage: {data.get('leaked')} pair(s) at or above the threshold"
+        + (
+            f" (most similar pair {_f(leak.get('max_similarity'), 2)} vs threshold {_f(leak.get('threshold'), 2)})"
+            if (leak := data.get("leakage") or {})
+            else ""
+        )
+        + f"; truncation policy: {data.get('truncation_policy')}."
+    )
 
 
 def runtime_section(reports: Path) -> str:
@@ -361,8 +504,9 @@ def runtime_section(reports: Path) -> str:
         data, _ = _read(path)
         if not isinstance(data, dict):
             continue
-        seconds = data.get("runtime_s", (data.get("timing_s") or {}).get("total")
-                           if isinstance(data.get("timing_s"), dict) else None)
+        seconds = data.get(
+            "runtime_s", (data.get("timing_s") or {}).get("total") if isinstance(data.get("timing_s"), dict) else None
+        )
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
             rows.append([path.stem, _f(float(seconds), 1)])
     return md_table(["stage (report file)", "runtime (s)"], rows) if rows else NA
@@ -377,12 +521,19 @@ def build(params: Params, base_ref: str) -> str:
     data, data_why = _read(paths.report("data.json"))
     run, _ = _read(paths.report("mlflow_run.json"))
     run_id = run.get("run_id") if isinstance(run, dict) else None
-    head = "\n".join([
-        MARKER, "# llmops report", "",
-        f"Gate: **{(gate or {}).get('verdict', 'not available')}** · base ref `{base_ref}` · "
-        f"MLflow run `{run_id or 'not available'}`"
-        + (f" (experiment {run.get('experiment_id')})" if run_id else ""), "",
-        *[f"> ⚠️ **Degenerate output**: {finding}." for finding in degenerate_findings(compare)], ""])
+    head = "\n".join(
+        [
+            MARKER,
+            "# llmops report",
+            "",
+            f"Gate: **{(gate or {}).get('verdict', 'not available')}** · base ref `{base_ref}` · "
+            f"MLflow run `{run_id or 'not available'}`"
+            + (f" (experiment {run.get('experiment_id')})" if run_id else ""),
+            "",
+            *[f"> ⚠️ **Degenerate output**: {finding}." for finding in degenerate_findings(compare)],
+            "",
+        ]
+    )
     sections = [
         Section("Quality gate", gate_section(gate, gate_why), keep=100),
         Section("Base vs tuned per task", tasks_section(compare, compare_why), keep=90),
@@ -391,8 +542,11 @@ def build(params: Params, base_ref: str) -> str:
         Section(f"Change or noise? Against `{base_ref}`", vs_base_section(params, base_ref), keep=85),
         Section(f"Metrics diff against `{base_ref}`", metrics_diff_section(base_ref), keep=70),
         Section("LLM judge", judge_section(judge, judge_why), keep=50),
-        Section(f"Worst-scored items (tuned, lowest {cfg.worst_items})",
-                worst_items_section(paths.report("judge_items.jsonl"), cfg.worst_items), keep=10),
+        Section(
+            f"Worst-scored items (tuned, lowest {cfg.worst_items})",
+            worst_items_section(paths.report("judge_items.jsonl"), cfg.worst_items),
+            keep=10,
+        ),
         Section("Data", data_section(data, data_why), keep=30),
         Section("Runtime per stage", runtime_section(paths.reports), keep=20),
     ]
@@ -404,10 +558,13 @@ def fit(head: str, sections: list[Section], max_chars: int) -> str:
     kept, dropped = list(sections), []
 
     def doc() -> str:
-        note = ("" if not dropped else
-                f"> **Trimmed** to stay under {max_chars:,} characters (GitHub's comment limit): omitted "
-                + ", ".join(f"'{s.title}' ({len(s.render()):,} chars)" for s in dropped)
-                + ". The full reports are in the workflow's `reports` artifact.\n\n")
+        note = (
+            ""
+            if not dropped
+            else f"> **Trimmed** to stay under {max_chars:,} characters (GitHub's comment limit): omitted "
+            + ", ".join(f"'{s.title}' ({len(s.render()):,} chars)" for s in dropped)
+            + ". The full reports are in the workflow's `reports` artifact.\n\n"
+        )
         return head + note + "\n".join(s.render() for s in kept)
 
     while len(doc()) > max_chars and any(s.keep < 100 for s in kept):
@@ -447,11 +604,13 @@ def dvc_stages(log: str) -> dict[str, list[str]]:
     import re
 
     found: dict[str, list[str]] = {"ran": [], "restored": [], "unchanged": [], "failed": []}
-    for kind, pattern in (("ran", r"Running stage '([^']+)'"),
-                          ("restored", r"Stage '([^']+)' is cached - skipping run"),
-                          ("restored", r"Pulling data for stage: '([^']+)'"),
-                          ("unchanged", r"Stage '([^']+)' didn't change, skipping"),
-                          ("failed", r"failed to reproduce '([^']+)'")):
+    for kind, pattern in (
+        ("ran", r"Running stage '([^']+)'"),
+        ("restored", r"Stage '([^']+)' is cached - skipping run"),
+        ("restored", r"Pulling data for stage: '([^']+)'"),
+        ("unchanged", r"Stage '([^']+)' didn't change, skipping"),
+        ("failed", r"failed to reproduce '([^']+)'"),
+    ):
         for name in re.findall(pattern, log):
             if name not in found[kind]:
                 found[kind].append(name)
@@ -471,18 +630,34 @@ def write_failure(reports: Path, outcomes: str, log_path: Path | None) -> dict:
     lines = [MARKER, "# llmops report", ""]
     if os.environ.get(BUILD_MODE_ENV):
         lines += [f"Build: {os.environ[BUILD_MODE_ENV]}", ""]
-    lines += [f"## :x: Pipeline failed at step `{failed_steps[0]}`" + (f", stage `{stage}`" if stage else ""), "",
-              "No gate verdict: nothing was judged, and no results from an earlier run are shown.", "",
-              md_table(["step", "outcome"], [[n, o or "not run"] for n, o in steps.items()]), ""]
+    lines += [
+        f"## :x: Pipeline failed at step `{failed_steps[0]}`" + (f", stage `{stage}`" if stage else ""),
+        "",
+        "No gate verdict: nothing was judged, and no results from an earlier run are shown.",
+        "",
+        md_table(["step", "outcome"], [[n, o or "not run"] for n, o in steps.items()]),
+        "",
+    ]
     if stage:
         before = [s for s in stages["ran"] if s != stage]
-        lines += [f"Stages before it: ran {', '.join(before) or 'none'}; restored "
-                  f"{', '.join(stages['restored']) or 'none'}; unchanged {', '.join(stages['unchanged']) or 'none'}.", ""]
+        lines += [
+            f"Stages before it: ran {', '.join(before) or 'none'}; restored "
+            f"{', '.join(stages['restored']) or 'none'}; unchanged {', '.join(stages['unchanged']) or 'none'}.",
+            "",
+        ]
     if errors:
         lines += ["Why:", "", *(f"> {clip(e, 500)}" for e in errors[-5:]), ""]
     if tail:
-        lines += [f"<details><summary>last {FAILED_LOG_LINES} lines of the log</summary>", "", "```", tail, "```",
-                  "", "</details>", ""]
+        lines += [
+            f"<details><summary>last {FAILED_LOG_LINES} lines of the log</summary>",
+            "",
+            "```",
+            tail,
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
     out = reports / "report.md"
     write_text(out, "\n".join(lines))
     return {"report": str(out), "failed_step": failed_steps[0], "failed_stage": stage}

@@ -70,7 +70,7 @@ class Baseline(Contract):
     """Scores of input-blind answers on a domain task, from its gold labels."""
 
     labels: int = Field(ge=1)
-    chance: Probability    # 1 / number of labels
+    chance: Probability  # 1 / number of labels
     majority: Probability  # share of the most common label
 
 
@@ -96,10 +96,10 @@ class TaskComparison(Contract):
     diff_sd: float = Field(ge=0)  # sample standard deviation of the per-item differences
     binary: bool
     gained: int | None = Field(ge=0)  # 0/1 metrics: items only tuned got right
-    lost: int | None = Field(ge=0)    # ... and only base got right
-    p_value: Probability              # two-sided, for readers; the gate runs its own one-sided tests
+    lost: int | None = Field(ge=0)  # ... and only base got right
+    p_value: Probability  # two-sided, for readers; the gate runs its own one-sided tests
     test: str
-    baseline: Baseline | None = None        # domain tasks
+    baseline: Baseline | None = None  # domain tasks
     tuned_answers: AnswerStats | None = None  # generative tasks
 
     def degenerate(self) -> str | None:
@@ -129,8 +129,8 @@ class EvalComparison(Contract):
 class JudgeScores(Contract):
     """One model's rubric scores over the eval items (llmops.judge.summary.summarise_model)."""
 
-    mean: float | None      # mean of per-item mean scores; None when no item was validly judged
-    ci: Interval | None     # bootstrap CI of that mean
+    mean: float | None  # mean of per-item mean scores; None when no item was validly judged
+    ci: Interval | None  # bootstrap CI of that mean
     pass_rate: Probability  # items whose mean >= judge.pass_threshold, over every item (invalid never passes)
     n: int = Field(ge=0)
     n_valid: int = Field(ge=0)
@@ -142,7 +142,7 @@ class JudgeRubric(Contract):
     version: int
     tuned: JudgeScores
     base: JudgeScores
-    delta: float | None       # tuned mean - base mean
+    delta: float | None  # tuned mean - base mean
     delta_ci: Interval | None  # paired bootstrap over the items valid for both
 
 
@@ -214,9 +214,9 @@ class JudgeReport(Contract):
     retries: int = Field(ge=0)
     cache_hits: int = Field(ge=0)
     cache_hit_rate: Probability
-    tokens: Tokens            # this run's calls
+    tokens: Tokens  # this run's calls
     cost_usd: float = Field(ge=0)
-    results_tokens: Tokens    # what the judgments in the results took when they were made (cached or not)
+    results_tokens: Tokens  # what the judgments in the results took when they were made (cached or not)
     results_cost_usd: float = Field(ge=0)
     cache_pruned: int = Field(ge=0)
     cache_entries: int = Field(ge=0)
@@ -352,8 +352,7 @@ def validate(data: Any, model: type[Model], source: str) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {_msg(e)}"
-                             for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {_msg(e)}" for e in exc.errors())
         raise ContractError(f"{source}: {problems}") from None
 
 
@@ -366,8 +365,13 @@ def _msg(error: dict) -> str:
 
 # Every contracted file by name: readers that only render a file (report, deploy) validate it through this.
 CONTRACTS: dict[str, type[BaseModel]] = {
-    DATA: DataStats, TRAIN: TrainMetrics, EVAL_BASE: EvalResults, EVAL_TUNED: TunedEvalResults,
-    EVAL_COMPARE: EvalComparison, JUDGE: JudgeReport, GATE: GateReport,
+    DATA: DataStats,
+    TRAIN: TrainMetrics,
+    EVAL_BASE: EvalResults,
+    EVAL_TUNED: TunedEvalResults,
+    EVAL_COMPARE: EvalComparison,
+    JUDGE: JudgeReport,
+    GATE: GateReport,
 }
 
 

@@ -66,8 +66,14 @@ INT64 = 2**63
 class APIError(Exception):
     """An OpenAI-shaped error response: {"error": {"message", "type", "param", "code"}}."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
 
@@ -76,11 +82,13 @@ def _content_text(content: Any) -> str:
     """OpenAI message content: a string or a list of {"type": "text", "text": ...} parts."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
-                                         and isinstance(p.get("text"), str) for p in content):
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+    ):
         return "".join(p["text"] for p in content)
-    raise ValueError("content must be a string or a list of {\"type\": \"text\", \"text\": <string>} parts "
-                     "(this server is text-only)")
+    raise ValueError(
+        'content must be a string or a list of {"type": "text", "text": <string>} parts (this server is text-only)'
+    )
 
 
 def _stop_list(stop: Any) -> list[str]:
@@ -152,8 +160,13 @@ def validation_error(exc: ValidationError) -> APIError:
     err = exc.errors(include_url=False)[0]
     param = _param(err["loc"])
     kind = err["type"]
-    code = ("missing_required_parameter" if kind == "missing" else
-            "invalid_type" if kind.endswith(("_type", "_parsing")) else "invalid_value")
+    code = (
+        "missing_required_parameter"
+        if kind == "missing"
+        else "invalid_type"
+        if kind.endswith(("_type", "_parsing"))
+        else "invalid_value"
+    )
     msg = err["msg"].removeprefix("Value error, ")
     shown = repr(err.get("input"))
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
@@ -197,18 +210,27 @@ class Engine:
             try:
                 prompt_ids = self.encode_chat([{"role": m.role, "content": m.content} for m in req.messages])
             except Exception as exc:  # no chat template, a role the template rejects, unencodable text
-                raise APIError(400, f"messages: cannot apply the chat template: {exc}", "messages",
-                               "invalid_value") from exc
+                raise APIError(
+                    400, f"messages: cannot apply the chat template: {exc}", "messages", "invalid_value"
+                ) from exc
             n = len(prompt_ids)
             field = "max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens"
             asked = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
             if self.context:
                 if n >= self.context:
-                    raise APIError(400, f"messages: the prompt has {n} tokens; this model's context is "
-                                   f"{self.context} tokens", "messages", "context_length_exceeded")
+                    raise APIError(
+                        400,
+                        f"messages: the prompt has {n} tokens; this model's context is {self.context} tokens",
+                        "messages",
+                        "context_length_exceeded",
+                    )
                 if asked is not None and asked > self.context:
-                    raise APIError(400, f"{field}: {asked} is more than this model's context of {self.context} "
-                                   "tokens", field, "invalid_value")
+                    raise APIError(
+                        400,
+                        f"{field}: {asked} is more than this model's context of {self.context} tokens",
+                        field,
+                        "invalid_value",
+                    )
             max_tokens = DEFAULT_MAX_TOKENS if asked is None else asked
             if self.context:  # never generate past the context: positions beyond it are untrained
                 max_tokens = min(max_tokens, self.context - n)
@@ -219,13 +241,25 @@ class Engine:
         result["prompt_tokens"] = n
         return result
 
-    def _generate(self, model_id: str, prompt_ids: list[int], max_tokens: int, temperature: float, top_p: float,
-                  seed: int | None, stop: list[str], top_logprobs: int | None) -> dict[str, Any]:
+    def _generate(
+        self,
+        model_id: str,
+        prompt_ids: list[int],
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+        stop: list[str],
+        top_logprobs: int | None,
+    ) -> dict[str, Any]:
         torch = self.torch
         sampling = temperature > 0
         kwargs: dict[str, Any] = {
-            "max_new_tokens": max_tokens, "do_sample": sampling, "return_dict_in_generate": True,
-            "output_logits": top_logprobs is not None, "pad_token_id": self.tokenizer.pad_token_id,
+            "max_new_tokens": max_tokens,
+            "do_sample": sampling,
+            "return_dict_in_generate": True,
+            "output_logits": top_logprobs is not None,
+            "pad_token_id": self.tokenizer.pad_token_id,
         }
         if sampling:  # OpenAI semantics: no top-k; top_p and temperature only
             kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
@@ -233,11 +267,12 @@ class Engine:
         with torch.inference_mode():
             if seed is not None:
                 torch.manual_seed(seed)  # the request model keeps it in int64, which torch accepts
-            adapter_off = self.model.disable_adapter() if model_id == BASE_ID and self.has_adapter \
-                else contextlib.nullcontext()
+            adapter_off = (
+                self.model.disable_adapter() if model_id == BASE_ID and self.has_adapter else contextlib.nullcontext()
+            )
             with adapter_off:
                 out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
-        new = out.sequences[0, len(prompt_ids):].tolist()
+        new = out.sequences[0, len(prompt_ids) :].tolist()
         eos = self.tokenizer.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
@@ -262,8 +297,12 @@ class Engine:
             new = new[:keep]
         else:
             text = self.tokenizer.decode(new, skip_special_tokens=True)
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                  "finish_reason": finish, "logprobs": None}
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": finish,
+            "logprobs": None,
+        }
         if top_logprobs is not None:
             content = []
             for step, tok in enumerate(new):
@@ -271,7 +310,7 @@ class Engine:
                 entry = self._entry(tok, float(logprobs[tok]))
                 k = min(top_logprobs, logprobs.shape[-1])
                 values, indices = torch.topk(logprobs, k) if k else (torch.tensor([]), torch.tensor([]))
-                entry["top_logprobs"] = [self._entry(int(i), float(v)) for v, i in zip(values, indices)]
+                entry["top_logprobs"] = [self._entry(int(i), float(v)) for v, i in zip(values, indices, strict=True)]
                 content.append(entry)
             choice["logprobs"] = {"content": content, "refusal": None}
         return {"choice": choice, "completion_tokens": len(new)}
@@ -290,12 +329,14 @@ def load_engine(base_ref: str, revision: str | None, adapter_dir: Path | None) -
 
 
 # ------------------------------------------------------------------------------------------------ HTTP side
-def _error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-           param: str | None = None):
+def _error(
+    status: int, message: str, kind: str = "invalid_request_error", code: str | None = None, param: str | None = None
+):
     from fastapi.responses import JSONResponse
 
-    return JSONResponse(status_code=status,
-                        content={"error": {"message": message, "type": kind, "param": param, "code": code}})
+    return JSONResponse(
+        status_code=status, content={"error": {"message": message, "type": kind, "param": param, "code": code}}
+    )
 
 
 class Guard:
@@ -323,10 +364,17 @@ class Guard:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         if self.key is not None and scope["path"] != "/health" and not self._authorised(headers):
-            return await _error(401, "missing or incorrect API key: send 'Authorization: Bearer <key>' "
-                                     f"(the server's {API_KEY_ENV})", code="invalid_api_key")(scope, receive, send)
-        too_big = _error(413, f"request body is larger than this server's limit of {self.max_body} bytes "
-                              f"(--max-body-bytes / {MAX_BODY_ENV})", code="request_too_large")
+            return await _error(
+                401,
+                f"missing or incorrect API key: send 'Authorization: Bearer <key>' (the server's {API_KEY_ENV})",
+                code="invalid_api_key",
+            )(scope, receive, send)
+        too_big = _error(
+            413,
+            f"request body is larger than this server's limit of {self.max_body} bytes "
+            f"(--max-body-bytes / {MAX_BODY_ENV})",
+            code="request_too_large",
+        )
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > max(self.max_body, self.DRAIN_CAP)):
             return await too_big(scope, receive, send)
@@ -377,8 +425,12 @@ def create_app(engine: Engine, api_key: str | None = None, max_body_bytes: int =
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": m, "object": "model", "created": engine.created,
-                                            "owned_by": "llmops"} for m in engine.model_ids]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": m, "object": "model", "created": engine.created, "owned_by": "llmops"} for m in engine.model_ids
+            ],
+        }
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -396,15 +448,25 @@ def create_app(engine: Engine, api_key: str | None = None, max_body_bytes: int =
         except ValidationError as exc:
             raise validation_error(exc) from None
         if req.model not in engine.model_ids:
-            raise APIError(404, f"model {req.model!r} not served here; available: {engine.model_ids}", "model",
-                           "model_not_found")
+            raise APIError(
+                404, f"model {req.model!r} not served here; available: {engine.model_ids}", "model", "model_not_found"
+            )
         # tokenising a long prompt takes seconds: off the event loop, so /health and /v1/models stay live
         result = await run_in_threadpool(engine.chat, req)
         prompt_n, completion_n = result["prompt_tokens"], result["completion_tokens"]
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                "model": req.model, "choices": [result["choice"]], "system_fingerprint": None,
-                "usage": {"prompt_tokens": prompt_n, "completion_tokens": completion_n,
-                          "total_tokens": prompt_n + completion_n}}
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": req.model,
+            "choices": [result["choice"]],
+            "system_fingerprint": None,
+            "usage": {
+                "prompt_tokens": prompt_n,
+                "completion_tokens": completion_n,
+                "total_tokens": prompt_n + completion_n,
+            },
+        }
 
     return app
 
@@ -421,9 +483,16 @@ def max_body_default() -> int:
     return int(raw)
 
 
-def serve_forever(base_ref: str, revision: str | None, adapter_dir: Path | None, host: str, port: int,
-                  access_log: bool = True, port_file: Path | None = None,
-                  max_body_bytes: int = DEFAULT_MAX_BODY) -> None:
+def serve_forever(
+    base_ref: str,
+    revision: str | None,
+    adapter_dir: Path | None,
+    host: str,
+    port: int,
+    access_log: bool = True,
+    port_file: Path | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+) -> None:
     """Load the model, bind (port 0 = any free port), report the port, serve until SIGINT/SIGTERM."""
     import uvicorn
 
@@ -439,8 +508,12 @@ def serve_forever(base_ref: str, revision: str | None, adapter_dir: Path | None,
         tmp.write_text(str(bound))
         os.replace(tmp, port_file)
     auth = f"API key required ({API_KEY_ENV})" if api_key else f"no API key ({API_KEY_ENV} unset)"
-    print(f"llmops serve: models {', '.join(engine.model_ids)} at http://{host}:{bound}/v1; {auth}; "
-          f"max body {max_body_bytes} bytes", file=sys.stderr, flush=True)
+    print(
+        f"llmops serve: models {', '.join(engine.model_ids)} at http://{host}:{bound}/v1; {auth}; "
+        f"max body {max_body_bytes} bytes",
+        file=sys.stderr,
+        flush=True,
+    )
     config = uvicorn.Config(app, log_level="info" if access_log else "warning", access_log=access_log)
     uvicorn.Server(config).run(sockets=[sock])
 
@@ -453,9 +526,15 @@ def _get(url: str, timeout: float = 2.0) -> int:
 
 
 @contextlib.contextmanager
-def running_server(paths_or_base_ref: Any, adapter_dir: Path | str | None = None, host: str = "127.0.0.1",
-                   port: int = 0, startup_timeout_s: float = 300.0, log_file: Path | None = None,
-                   api_key: str | None = None) -> Iterator[str]:
+def running_server(
+    paths_or_base_ref: Any,
+    adapter_dir: Path | str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout_s: float = 300.0,
+    log_file: Path | None = None,
+    api_key: str | None = None,
+) -> Iterator[str]:
     """Serve base (+ "tuned" if adapter_dir) in a subprocess; yield "http://HOST:PORT/v1"; always stop it.
 
     A subprocess (not a thread) so stopping is a signal, not a cooperative flag, and a crash in the model
@@ -466,14 +545,25 @@ def running_server(paths_or_base_ref: Any, adapter_dir: Path | str | None = None
     otherwise the child inherits ours. Readiness is polled on /health, which needs no key.
     """
     from llmops.errors import StageError
-
     from llmops.model import reference
 
     base_ref, revision = reference(paths_or_base_ref)
     scratch = Path(tempfile.mkdtemp(prefix="llmops-serve-"))
     port_file = scratch / "port"
-    cmd = [sys.executable, "-m", "llmops.serve", "--model", base_ref, "--host", host, "--port", str(port),
-           "--port-file", str(port_file), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmops.serve",
+        "--model",
+        base_ref,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--port-file",
+        str(port_file),
+        "--quiet",
+    ]
     if revision:
         cmd += ["--revision", revision]
     if adapter_dir is not None:
@@ -490,8 +580,10 @@ def running_server(paths_or_base_ref: Any, adapter_dir: Path | str | None = None
         url = None
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise StageError(f"model server exited with code {proc.returncode} before it was ready "
-                                 f"(model {base_ref}, adapter {adapter_dir}); its error is above")
+                raise StageError(
+                    f"model server exited with code {proc.returncode} before it was ready "
+                    f"(model {base_ref}, adapter {adapter_dir}); its error is above"
+                )
             if url is None and port_file.is_file():
                 url = f"http://{'[' + host + ']' if ':' in host else host}:{port_file.read_text().strip()}"
             if url is not None:
@@ -549,8 +641,16 @@ def main(argv: list[str] | None = None) -> None:
         max_body = args.max_body_bytes or max_body_default()
     except StageError as exc:
         parser.error(str(exc))
-    serve_forever(args.model, args.revision, args.adapter, args.host, args.port, access_log=not args.quiet,
-                  port_file=args.port_file, max_body_bytes=max_body)
+    serve_forever(
+        args.model,
+        args.revision,
+        args.adapter,
+        args.host,
+        args.port,
+        access_log=not args.quiet,
+        port_file=args.port_file,
+        max_body_bytes=max_body,
+    )
 
 
 if __name__ == "__main__":

@@ -54,12 +54,15 @@ def log_to_training_run(reports: Path, metrics: dict[str, Any], prefix: str) -> 
         return None
     run_id = read_json(run_file)["run_id"]
     ml = mlflow()
-    numeric = {f"{prefix}.{k}": float(v) for k, v in flatten(metrics).items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numeric = {
+        f"{prefix}.{k}": float(v)
+        for k, v in flatten(metrics).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     client = ml.tracking.MlflowClient()
     try:
         client.get_run(run_id)
-    except Exception:  # the run lives in another store (e.g. restored from DVC cache elsewhere)
+    except Exception:  # noqa: BLE001 - the run lives in another store (e.g. restored from DVC cache elsewhere)
         return None
     for key, value in numeric.items():
         client.log_metric(run_id, key.replace(",", "_"), value)

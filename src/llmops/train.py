@@ -31,11 +31,20 @@ from pathlib import Path
 from typing import Any
 
 from llmops import schemas
-from llmops.artifacts import (atomic_dir, csv_text, environment, read_json, read_jsonl, safe_url, sha256_tree,
-                              write_json, write_text)
-from llmops.model import identity, load_model, load_tokenizer
+from llmops.artifacts import (
+    atomic_dir,
+    csv_text,
+    environment,
+    read_json,
+    read_jsonl,
+    safe_url,
+    sha256_tree,
+    write_json,
+    write_text,
+)
 from llmops.config import Params, Train
 from llmops.errors import DataError, StageError
+from llmops.model import identity, load_model, load_tokenizer
 
 IGNORE_INDEX = -100  # label value the loss skips
 
@@ -45,10 +54,12 @@ def tokenize_example(tokenizer, messages: list[dict[str, str]], max_len: int) ->
     prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(prompt):
-        raise StageError("the chat template renders the prompt differently with and without the answer; "
-                         "completion-only masking needs a template where the prompt is a prefix")
+        raise StageError(
+            "the chat template renders the prompt differently with and without the answer; "
+            "completion-only masking needs a template where the prompt is a prefix"
+        )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None and (not answer_ids or answer_ids[-1] != tokenizer.eos_token_id):
         answer_ids.append(tokenizer.eos_token_id)  # the model must learn to stop
     ids = (prompt_ids + answer_ids)[:max_len]
@@ -87,8 +98,14 @@ def build_lora_model(params: Params):
     missing = [m for m in cfg.lora.target_modules if m not in present]
     if missing:
         raise StageError(f"train.lora.target_modules {missing} are not modules of this base model")
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM", bias="none")
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules),
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
     return get_peft_model(model, lora)
 
 
@@ -104,8 +121,10 @@ def stable_adapter_config(path: Path) -> None:
 
 
 def loss_curve_csv(log_history: list[dict[str, Any]]) -> str:
-    return csv_text(["step", "loss", "learning_rate"], ([e["step"], round(e["loss"], 6), e.get("learning_rate", "")]
-                                                        for e in log_history if "loss" in e))
+    return csv_text(
+        ["step", "loss", "learning_rate"],
+        ([e["step"], round(e["loss"], 6), e.get("learning_rate", "")] for e in log_history if "loss" in e),
+    )
 
 
 def last_logged_loss(log_history: list[dict[str, Any]]) -> tuple[float | None, int | None]:
@@ -137,13 +156,26 @@ def run(params: Params) -> dict[str, Any]:
 
     scratch = Path(tempfile.mkdtemp(prefix="llmops-train-"))
     args = TrainingArguments(
-        output_dir=str(scratch), seed=cfg.seed, data_seed=cfg.seed,
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        lr_scheduler_type=cfg.lr_scheduler, logging_steps=cfg.logging_steps, save_strategy="no",
-        report_to="none", disable_tqdm=True, dataloader_num_workers=0, remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding", **pick_precision(cfg),
+        output_dir=str(scratch),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.lr_scheduler,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        **pick_precision(cfg),
     )
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
@@ -169,18 +201,25 @@ def run(params: Params) -> dict[str, Any]:
     tokens = int(trainer.state.num_input_tokens_seen)
     last_loss, last_step = last_logged_loss(trainer.state.log_history)
     metrics = {
-        "loss_before": round(loss_before, 6), "loss_after": round(loss_after, 6),
+        "loss_before": round(loss_before, 6),
+        "loss_after": round(loss_after, 6),
         "loss_eval_examples": len(probe),
         "train_loss_mean": round(result.training_loss, 6),
-        "train_loss_last": None if last_loss is None else round(last_loss, 6), "train_loss_last_step": last_step,
-        "steps": trainer.state.global_step, "examples": len(dataset), "tokens_seen": tokens,
-        "trainable_params": trainable, "trainable_share": round(trainable / total, 6),
+        "train_loss_last": None if last_loss is None else round(last_loss, 6),
+        "train_loss_last_step": last_step,
+        "steps": trainer.state.global_step,
+        "examples": len(dataset),
+        "tokens_seen": tokens,
+        "trainable_params": trainable,
+        "trainable_share": round(trainable / total, 6),
     }
     schemas.write(paths.report(schemas.TRAIN), schemas.validate(metrics, schemas.TrainMetrics, schemas.TRAIN))
     write_text(paths.report("train_loss.csv"), loss_curve_csv(trainer.state.log_history))
     clock.lap("save")
     perf = {
-        "runtime_s": round(runtime, 3), "loop_cpu_s": round(loop_cpu_s, 3), "tokens_per_s": round(tokens / runtime, 1),
+        "runtime_s": round(runtime, 3),
+        "loop_cpu_s": round(loop_cpu_s, 3),
+        "tokens_per_s": round(tokens / runtime, 1),
         "steps_per_s": round(trainer.state.global_step / runtime, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else 0,
@@ -246,13 +285,16 @@ def log_mlflow(params: Params, metrics: dict, perf: dict, history: list[dict[str
             metrics=[Metric("train.step_loss", e["loss"], now, e["step"]) for e in history if "loss" in e]
             + [Metric(k, v, now, 0) for k, v in values.items()],
             params=[Param(k, str(v)) for k, v in logged.items()],
-            tags=[RunTag("adapter_sha256", sha256_tree(paths.adapter_dir)), RunTag("stage", "train")])
+            tags=[RunTag("adapter_sha256", sha256_tree(paths.adapter_dir)), RunTag("stage", "train")],
+        )
         ml.log_dict(perf["environment"], "environment.json")
         ml.log_dict(identity(paths), "base_identity.json")
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
     # credentials can ride in a tracking URI (https://user:token@host): keep only scheme and host/path
-    write_json(paths.report(RUN_FILE), {"run_id": run_id, "experiment_id": experiment_id,
-                                        "tracking_uri": safe_url(tracking_uri())})
+    write_json(
+        paths.report(RUN_FILE),
+        {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": safe_url(tracking_uri())},
+    )
 
 
 # --- launcher: `llmops train-launch` (dvc.yaml) -------------------------------------------------------------
@@ -281,8 +323,7 @@ def accelerate_command(config_file: Path) -> list[str]:
     """`accelerate launch --config_file <file> -m llmops.train`, run by this interpreter (same venv). The launch
     module itself rather than the `accelerate` CLI: the CLI also imports its other subcommands (`estimate` pulls
     in transformers), ~1 s of startup spent before the trainer even starts."""
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file),
-            "-m", "llmops.train"]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), "-m", "llmops.train"]
 
 
 def lock_path(params: Params) -> Path:
@@ -299,8 +340,10 @@ def take_lock(path: Path) -> int:
     except BlockingIOError:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
-        raise StageError(f"{path}: another training (process group {holder}) still runs and writes "
-                         f"{path.with_suffix('')}; stop it (kill -- -{holder}) or wait for it, then rerun") from None
+        raise StageError(
+            f"{path}: another training (process group {holder}) still runs and writes "
+            f"{path.with_suffix('')}; stop it (kill -- -{holder}) or wait for it, then rerun"
+        ) from None
     return fd
 
 
@@ -330,9 +373,13 @@ def launch(params: Params, config_file: Path) -> int:
         signal.signal(sig, stop)
     proc = None
     try:
-        proc = subprocess.Popen(accelerate_command(config_file), start_new_session=True, pass_fds=(lock_fd,),
-                                env={**os.environ, MLFLOW_BY_ENV: "launcher"},
-                                preexec_fn=lambda: set_parent_death_signal(signal.SIGKILL))
+        proc = subprocess.Popen(
+            accelerate_command(config_file),
+            start_new_session=True,
+            pass_fds=(lock_fd,),
+            env={**os.environ, MLFLOW_BY_ENV: "launcher"},
+            preexec_fn=lambda: set_parent_death_signal(signal.SIGKILL),
+        )
         group.append(proc.pid)  # the session leader's pid is the group id
         os.ftruncate(lock_fd, 0)
         os.pwrite(lock_fd, str(proc.pid).encode(), 0)
@@ -349,8 +396,12 @@ def launch(params: Params, config_file: Path) -> int:
         signal.signal(sig, stop)  # group is empty now: a signal while logging just exits
     if code == 0:
         paths = params.paths
-        log_mlflow(params, read_json(paths.report("train.json")), read_json(paths.report("train_perf.json")),
-                   read_loss_curve(paths.report("train_loss.csv")))
+        log_mlflow(
+            params,
+            read_json(paths.report("train.json")),
+            read_json(paths.report("train_perf.json")),
+            read_loss_curve(paths.report("train_loss.csv")),
+        )
     return code
 
 

@@ -21,7 +21,33 @@ from llmops.judge.rubric import RUBRIC_DIR, Rubric, load_rubric, render
 from llmops.judge.scoring import logprob_score, parse_verdict, score_response
 from llmops.judge.stage import run, safe_url, serving_identity
 
-__all__ = ["Call", "CallStats", "ConfigError", "DataError", "Endpoint", "Item", "JudgeCache", "RUBRIC_DIR",
-           "Rubric", "StageError", "calibration_summary", "delimit", "judge_calls", "judge_items", "load_calibration",
-           "load_rubric", "logprob_score", "neutralise", "normalise", "parse_verdict", "quadratic_kappa", "redact",
-           "render", "run", "run_calls", "safe_url", "score_response", "serving_identity"]
+__all__ = [
+    "Call",
+    "CallStats",
+    "ConfigError",
+    "DataError",
+    "Endpoint",
+    "Item",
+    "JudgeCache",
+    "RUBRIC_DIR",
+    "Rubric",
+    "StageError",
+    "calibration_summary",
+    "delimit",
+    "judge_calls",
+    "judge_items",
+    "load_calibration",
+    "load_rubric",
+    "logprob_score",
+    "neutralise",
+    "normalise",
+    "parse_verdict",
+    "quadratic_kappa",
+    "redact",
+    "render",
+    "run",
+    "run_calls",
+    "safe_url",
+    "score_response",
+    "serving_identity",
+]

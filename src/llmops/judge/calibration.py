@@ -55,27 +55,42 @@ def calibration_summary(records: list[dict], rubrics: dict[str, Rubric], cfg: Ju
     lo = min(r.spec.scale.min for r in rubrics.values())
     hi = max(r.spec.scale.max for r in rubrics.values())
     kappa = quadratic_kappa(human, judged, lo, hi)
-    exact = sum(h == j for h, j in zip(human, judged)) / n if n else 0.0
-    adjacent = sum(abs(h - j) <= 1 for h, j in zip(human, judged)) / n if n else 0.0
+    exact = sum(h == j for h, j in zip(human, judged, strict=True)) / n if n else 0.0
+    adjacent = sum(abs(h - j) <= 1 for h, j in zip(human, judged, strict=True)) / n if n else 0.0
     valid, share = len(human), (len(human) / n if n else 0.0)
     counts = f"{valid}/{n} valid calibration judgments"
     if valid < cfg.min_calibration_valid or share < cfg.min_calibration_valid_share:
-        reason = (f"{counts}: fewer than judge.min_calibration_valid {cfg.min_calibration_valid} or below "
-                  f"judge.min_calibration_valid_share {cfg.min_calibration_valid_share}, too few to trust an "
-                  f"agreement figure (kappa {_fmt(kappa)}); judge rules are advisory")
+        reason = (
+            f"{counts}: fewer than judge.min_calibration_valid {cfg.min_calibration_valid} or below "
+            f"judge.min_calibration_valid_share {cfg.min_calibration_valid_share}, too few to trust an "
+            f"agreement figure (kappa {_fmt(kappa)}); judge rules are advisory"
+        )
     elif kappa is None:
         reason = f"{counts} but no variation to compare: agreement is unknown, so judge rules are advisory"
     elif kappa < cfg.min_calibration_kappa:
-        reason = (f"weighted kappa {kappa:.2f} < judge.min_calibration_kappa {cfg.min_calibration_kappa} ({counts}, "
-                  f"exact {exact:.0%}, adjacent {adjacent:.0%}): the judge disagrees with humans, so judge rules "
-                  "are advisory")
+        reason = (
+            f"weighted kappa {kappa:.2f} < judge.min_calibration_kappa {cfg.min_calibration_kappa} ({counts}, "
+            f"exact {exact:.0%}, adjacent {adjacent:.0%}): the judge disagrees with humans, so judge rules "
+            "are advisory"
+        )
     else:
-        reason = (f"weighted kappa {kappa:.2f} >= judge.min_calibration_kappa {cfg.min_calibration_kappa} on "
-                  f"{counts}: judge rules can bind")
-    return {"n": n, "n_valid": valid, "valid_share": _r(share), "kappa": _r(kappa), "exact": _r(exact),
-            "adjacent": _r(adjacent), "min_kappa": cfg.min_calibration_kappa,
-            "min_valid": cfg.min_calibration_valid, "min_valid_share": cfg.min_calibration_valid_share,
-            "calibrated": reason.endswith("can bind"), "reason": reason}
+        reason = (
+            f"weighted kappa {kappa:.2f} >= judge.min_calibration_kappa {cfg.min_calibration_kappa} on "
+            f"{counts}: judge rules can bind"
+        )
+    return {
+        "n": n,
+        "n_valid": valid,
+        "valid_share": _r(share),
+        "kappa": _r(kappa),
+        "exact": _r(exact),
+        "adjacent": _r(adjacent),
+        "min_kappa": cfg.min_calibration_kappa,
+        "min_valid": cfg.min_calibration_valid,
+        "min_valid_share": cfg.min_calibration_valid_share,
+        "calibrated": reason.endswith("can bind"),
+        "reason": reason,
+    }
 
 
 def _fmt(kappa: float | None) -> str:
@@ -87,20 +102,33 @@ def load_calibration(path: Path, rubrics: dict[str, Rubric]) -> list[Item]:
     default = next(iter(rubrics))
     for lineno, row in read_jsonl(path):
         for name in ("id", "prompt", "answer"):
-            if not isinstance(row.get(name), (str, int)) or (isinstance(row[name], str) and not row[name].strip()
-                                                             and name != "answer"):
+            if not isinstance(row.get(name), (str, int)) or (
+                isinstance(row[name], str) and not row[name].strip() and name != "answer"
+            ):
                 raise DataError(path, "missing or not a string", lineno, name)
         rubric = rubrics.get(row.get("rubric", default))
         if rubric is None:
-            raise DataError(path, f"rubric {row.get('rubric')!r} is not in judge.rubrics {list(rubrics)}",
-                            lineno, "rubric")
+            raise DataError(
+                path, f"rubric {row.get('rubric')!r} is not in judge.rubrics {list(rubrics)}", lineno, "rubric"
+            )
         human = row.get("human_score")
         if not isinstance(human, int) or isinstance(human, bool) or not rubric.valid_score(human):
-            raise DataError(path, f"must be an integer in {rubric.spec.scale.min}..{rubric.spec.scale.max}",
-                            lineno, "human_score")
+            raise DataError(
+                path, f"must be an integer in {rubric.spec.scale.min}..{rubric.spec.scale.max}", lineno, "human_score"
+            )
         if str(row["id"]) in seen:
             raise DataError(path, f"duplicate id {row['id']!r} (first on line {seen[str(row['id'])]})", lineno, "id")
         seen[str(row["id"])] = lineno
-        items.append(Item("calibration", str(row["id"]), "calibration", rubric, str(row["prompt"]),
-                          str(row["answer"]), row.get("reference"), human))
+        items.append(
+            Item(
+                "calibration",
+                str(row["id"]),
+                "calibration",
+                rubric,
+                str(row["prompt"]),
+                str(row["answer"]),
+                row.get("reference"),
+                human,
+            )
+        )
     return items

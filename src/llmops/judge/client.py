@@ -80,17 +80,34 @@ def _plain_response(resp, prices: tuple[float, float] | None) -> dict[str, Any]:
     choice = resp.choices[0]
     logprobs = None
     if choice.logprobs is not None and choice.logprobs.content:
-        logprobs = [{"token": t.token, "logprob": t.logprob,
-                     "top_logprobs": [{"token": c.token, "logprob": c.logprob} for c in (t.top_logprobs or [])]}
-                    for t in choice.logprobs.content]
+        logprobs = [
+            {
+                "token": t.token,
+                "logprob": t.logprob,
+                "top_logprobs": [{"token": c.token, "logprob": c.logprob} for c in (t.top_logprobs or [])],
+            }
+            for t in choice.logprobs.content
+        ]
     usage = resp.usage
-    tokens = {"prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
-              "completion_tokens": getattr(usage, "completion_tokens", 0) or 0}
-    cost = 0.0 if prices is None else (tokens["prompt_tokens"] * prices[0] + tokens["completion_tokens"] * prices[1]) / 1000
+    tokens = {
+        "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+        "completion_tokens": getattr(usage, "completion_tokens", 0) or 0,
+    }
+    cost = (
+        0.0
+        if prices is None
+        else (tokens["prompt_tokens"] * prices[0] + tokens["completion_tokens"] * prices[1]) / 1000
+    )
     # model / system_fingerprint: what the provider says answered; a change behind an alias shows up here
-    return {"content": choice.message.content or "", "finish_reason": choice.finish_reason, "logprobs": logprobs,
-            "usage": tokens, "cost_usd": round(cost, 8), "model": getattr(resp, "model", None),
-            "system_fingerprint": getattr(resp, "system_fingerprint", None)}
+    return {
+        "content": choice.message.content or "",
+        "finish_reason": choice.finish_reason,
+        "logprobs": logprobs,
+        "usage": tokens,
+        "cost_usd": round(cost, 8),
+        "model": getattr(resp, "model", None),
+        "system_fingerprint": getattr(resp, "system_fingerprint", None),
+    }
 
 
 def _names_logprobs(exc: BaseException) -> bool:
@@ -103,8 +120,9 @@ async def _count_attempt(request) -> None:
         box[0] += 1
 
 
-async def _one(client, call: Call, stats: CallStats, api_key: str,
-               prices: tuple[float, float] | None) -> dict[str, Any]:
+async def _one(
+    client, call: Call, stats: CallStats, api_key: str, prices: tuple[float, float] | None
+) -> dict[str, Any]:
     import openai
 
     box = [0]
@@ -134,8 +152,14 @@ def _without_logprobs(body: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in ("logprobs", "top_logprobs")}
 
 
-async def _run_calls(endpoint: Endpoint, calls: list[Call], cfg: Judge, cache: JudgeCache | None,
-                     label: str, prices: tuple[float, float] | None) -> tuple[dict[str, dict], CallStats]:
+async def _run_calls(
+    endpoint: Endpoint,
+    calls: list[Call],
+    cfg: Judge,
+    cache: JudgeCache | None,
+    label: str,
+    prices: tuple[float, float] | None,
+) -> tuple[dict[str, dict], CallStats]:
     import openai
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -152,13 +176,26 @@ async def _run_calls(endpoint: Endpoint, calls: list[Call], cfg: Judge, cache: J
     if not todo:
         return results, stats
     http_client = openai.DefaultAsyncHttpxClient(event_hooks={"request": [_count_attempt]})
-    client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=cfg.max_retries,
-                                timeout=cfg.timeout_s, http_client=http_client)
+    client = openai.AsyncOpenAI(
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key,
+        max_retries=cfg.max_retries,
+        timeout=cfg.timeout_s,
+        http_client=http_client,
+    )
     limit = asyncio.Semaphore(cfg.concurrency)
     # a low refresh rate: at hundreds of calls/s redrawing the bar would cost the client CPU it needs
-    progress = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[note]}"), console=Console(stderr=True), transient=False,
-                        refresh_per_second=2, auto_refresh=True)
+    progress = Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=Console(stderr=True),
+        transient=False,
+        refresh_per_second=2,
+        auto_refresh=True,
+    )
 
     async def worker(call: Call, task) -> None:
         async with limit:
@@ -180,16 +217,23 @@ async def _run_calls(endpoint: Endpoint, calls: list[Call], cfg: Judge, cache: J
 
     try:
         with progress:
-            task = progress.add_task(label, total=len(calls), completed=stats.cache_hits,
-                                     note=f"cached {stats.cache_hits}")
+            task = progress.add_task(
+                label, total=len(calls), completed=stats.cache_hits, note=f"cached {stats.cache_hits}"
+            )
             await asyncio.gather(*(worker(call, task) for call in todo))
     finally:
         await client.close()
     return results, stats
 
 
-def run_calls(endpoint: Endpoint, calls: list[Call], cfg: Judge, cache: JudgeCache | None = None,
-              label: str = "judging", prices: tuple[float, float] | None = None) -> tuple[dict[str, dict], CallStats]:
+def run_calls(
+    endpoint: Endpoint,
+    calls: list[Call],
+    cfg: Judge,
+    cache: JudgeCache | None = None,
+    label: str = "judging",
+    prices: tuple[float, float] | None = None,
+) -> tuple[dict[str, dict], CallStats]:
     """Send `calls` (cache first), at most cfg.concurrency at a time; every call gets a response or an error.
     `prices` (USD per 1k input, output tokens) prices each response; None = free (the local server)."""
     return asyncio.run(_run_calls(endpoint, calls, cfg, cache, label, prices))

@@ -15,6 +15,12 @@ def load_eval(path: Path) -> list[dict]:
         if not isinstance(messages, list) or not messages:
             raise DataError(path, "missing prompt turns (run the prepare stage)", lineno, "messages")
         user = [m.get("content", "") for m in messages if m.get("role") == "user"]
-        rows.append({"id": str(row.get("id", lineno)), "messages": messages, "prompt": user[-1] if user else "",
-                     "reference": row.get("reference")})
+        rows.append(
+            {
+                "id": str(row.get("id", lineno)),
+                "messages": messages,
+                "prompt": user[-1] if user else "",
+                "reference": row.get("reference"),
+            }
+        )
     return rows

@@ -27,7 +27,7 @@ class Scale(Strict):
     max: int = 5
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Scale":
+    def _ordered(self) -> Scale:
         if self.max <= self.min:
             raise ValueError(f"max ({self.max}) must be greater than min ({self.min})")
         return self
@@ -43,7 +43,7 @@ class RubricSpec(Strict):
     levels: dict[int, str]
 
     @model_validator(mode="after")
-    def _every_level_anchored(self) -> "RubricSpec":
+    def _every_level_anchored(self) -> RubricSpec:
         want = set(range(self.scale.min, self.scale.max + 1))
         if set(self.levels) != want:
             raise ValueError(f"levels must describe exactly the scores {sorted(want)}, got {sorted(self.levels)}")
@@ -74,8 +74,11 @@ def _environment():
 
 def rubric_hash(spec: RubricSpec, template_source: str) -> str:
     """sha256 over the parsed rubric (canonical JSON) and the template's tokens minus comments."""
-    tokens = [(kind, value) for _, kind, value in _environment().lex(template_source)
-              if kind not in ("comment_begin", "comment", "comment_end")]
+    tokens = [
+        (kind, value)
+        for _, kind, value in _environment().lex(template_source)
+        if kind not in ("comment_begin", "comment", "comment_end")
+    ]
     payload = json.dumps({"rubric": spec.model_dump(mode="json"), "template": tokens}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -94,8 +97,10 @@ def load_rubric(folder: Path, name: str) -> Rubric:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join((".".join(map(str, e["loc"])) + ": " if e["loc"] else "")
-                             + e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        problems = "; ".join(
+            (".".join(map(str, e["loc"])) + ": " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
         raise ConfigError(f"{path}: {problems}") from None
     if spec.name != name:
         raise ConfigError(f"{path}: name {spec.name!r} must match the file name {name!r}")

@@ -49,7 +49,7 @@ def verdict_position(tokens: list[str], rubric: Rubric) -> tuple[int, str] | Non
         end, offset = markers[-1].end(), 0
         for i, token in enumerate(tokens):
             start, offset = offset, offset + len(token)
-            if offset > end and text[max(end, start):offset].strip():
+            if offset > end and text[max(end, start) : offset].strip():
                 return i, token[: max(0, end - start)]
         return None
     first = next((i for i, t in enumerate(tokens) if t.strip()), None)
@@ -68,7 +68,7 @@ def logprob_score(logprobs: list[dict[str, Any]], rubric: Rubric) -> tuple[float
     probs: dict[int, float] = {}
     for cand in logprobs[position].get("top_logprobs") or []:
         token = cand["token"]
-        value = _score_token(token[len(prefix):], rubric) if token.startswith(prefix) else None
+        value = _score_token(token[len(prefix) :], rubric) if token.startswith(prefix) else None
         if value is not None:  # " 4" and "4" are different tokens with the same meaning: add them up
             probs[value] = probs.get(value, 0.0) + math.exp(cand["logprob"])
     mass = sum(probs.values())
@@ -87,5 +87,11 @@ def score_response(response: dict[str, Any], rubric: Rubric) -> dict[str, Any]:
     else:
         score, error = parse_verdict(content, rubric)
         mass, method = (1.0 if score is not None else 0.0), "text"
-    return {"score": None if score is None else round(float(score), 6), "valid": score is not None,
-            "method": method, "score_mass": round(mass, 6), "reasoning": reasoning, "error": error}
+    return {
+        "score": None if score is None else round(float(score), 6),
+        "valid": score is not None,
+        "method": method,
+        "score_mass": round(mass, 6),
+        "reasoning": reasoning,
+        "error": error,
+    }

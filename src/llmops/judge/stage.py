@@ -74,13 +74,16 @@ def serving_identity() -> dict[str, Any]:
 def remote_endpoint(cfg: Judge) -> Endpoint | None:
     if cfg.provider == "local":
         if cfg.model not in ("base", "tuned"):
-            raise ConfigError(f"judge.model {cfg.model!r}: the local server serves only 'base' and 'tuned' "
-                              "(set judge.provider: remote to use another model)")
+            raise ConfigError(
+                f"judge.model {cfg.model!r}: the local server serves only 'base' and 'tuned' "
+                "(set judge.provider: remote to use another model)"
+            )
         return None
     key = os.environ.get("OPENAI_API_KEY")
     if not key:
-        raise StageError("judge.provider is 'remote': set OPENAI_API_KEY in the environment "
-                         "(the key is never read from params.yaml)")
+        raise StageError(
+            "judge.provider is 'remote': set OPENAI_API_KEY in the environment (the key is never read from params.yaml)"
+        )
     return Endpoint(cfg.base_url, key, f"remote:{safe_url(cfg.base_url)}:{cfg.model}")
 
 
@@ -90,14 +93,24 @@ def answer_calls(rows: list[dict], params: Params, models: dict[str, Any]) -> li
     byte-identical answers even where greedy decoding is not bit-stable (GPU kernels), and needs no model
     server at all when everything is cached."""
     sampling = {"temperature": 0.0, "max_tokens": params.eval.max_gen_toks, "seed": params.judge.seed}
-    return [Call(f"{model}/{row['id']}", {"model": model, "messages": row["messages"], **sampling},
-                 {"answer_by": model, "models": models, "messages": row["messages"], "sampling": sampling})
-            for model in ("tuned", "base") for row in rows]
+    return [
+        Call(
+            f"{model}/{row['id']}",
+            {"model": model, "messages": row["messages"], **sampling},
+            {"answer_by": model, "models": models, "messages": row["messages"], "sampling": sampling},
+        )
+        for model in ("tuned", "base")
+        for row in rows
+    ]
 
 
 def eval_items(rubrics: dict[str, Rubric], rows: list[dict], answers: dict) -> list[Item]:
-    return [Item("eval", row["id"], model, rubric, row["prompt"], answers[(model, row["id"])], row["reference"])
-            for rubric in rubrics.values() for model in ("tuned", "base") for row in rows]
+    return [
+        Item("eval", row["id"], model, rubric, row["prompt"], answers[(model, row["id"])], row["reference"])
+        for rubric in rubrics.values()
+        for model in ("tuned", "base")
+        for row in rows
+    ]
 
 
 def cached_answers(cache: JudgeCache, calls: list[Call]) -> dict[tuple[str, str], str] | None:
@@ -140,8 +153,9 @@ def local_server(params: Params, needed: bool) -> Iterator[Endpoint]:
         yield Endpoint(url, key)
 
 
-def generate_answers(endpoint: Endpoint, calls: list[Call], cfg: Judge,
-                     cache: JudgeCache) -> tuple[dict[tuple[str, str], str | None], CallStats]:
+def generate_answers(
+    endpoint: Endpoint, calls: list[Call], cfg: Judge, cache: JudgeCache
+) -> tuple[dict[tuple[str, str], str | None], CallStats]:
     results, stats = run_calls(endpoint, calls, cfg, cache, "answering")
     answers = {}
     for call in calls:
@@ -163,10 +177,12 @@ def rubric_report(records: list[dict], rubrics: dict[str, Rubric], cfg: Judge) -
         tuned = summarise_model(tuned_scores, cfg, cfg.seed + 2 * i)
         base = summarise_model(base_scores, cfg, cfg.seed + 2 * i + 1)
         both = [k for k in tuned_scores if tuned_scores[k] and base_scores.get(k)]
-        diffs = [sum(tuned_scores[k]) / len(tuned_scores[k]) - sum(base_scores[k]) / len(base_scores[k])
-                 for k in both]
+        diffs = [sum(tuned_scores[k]) / len(tuned_scores[k]) - sum(base_scores[k]) / len(base_scores[k]) for k in both]
         out[name] = {
-            "rubric_sha256": rubric.sha256, "version": rubric.spec.version, "tuned": tuned, "base": base,
+            "rubric_sha256": rubric.sha256,
+            "version": rubric.spec.version,
+            "tuned": tuned,
+            "base": base,
             "delta": _r(tuned["mean"] - base["mean"]) if None not in (tuned["mean"], base["mean"]) else None,
             "delta_ci": bootstrap_ci(diffs, cfg.bootstrap_samples, cfg.seed),  # paired, items valid in both
         }
@@ -177,20 +193,27 @@ def provenance(records: list[dict]) -> dict[str, Any]:
     """What the provider said answered each judgment (cached ones keep the run that made them): more than
     one (model, system_fingerprint) pair means the model behind the alias changed between judgments."""
     pairs = Counter((r["judge_reported_model"], r["system_fingerprint"]) for r in records if not r["failed"])
-    return {"models": sorted({m for m, _ in pairs if m}), "system_fingerprints": sorted({f for _, f in pairs if f}),
-            "judgments_per_pair": [{"model": m, "system_fingerprint": f, "n": n} for (m, f), n in sorted(
-                pairs.items(), key=lambda kv: (-kv[1], str(kv[0])))],
-            "changed": len(pairs) > 1}
+    return {
+        "models": sorted({m for m, _ in pairs if m}),
+        "system_fingerprints": sorted({f for _, f in pairs if f}),
+        "judgments_per_pair": [
+            {"model": m, "system_fingerprint": f, "n": n}
+            for (m, f), n in sorted(pairs.items(), key=lambda kv: (-kv[1], str(kv[0])))
+        ],
+        "changed": len(pairs) > 1,
+    }
 
 
 def spend(records: list[dict], stats: CallStats) -> dict[str, Any]:
     """This run's spend, and what the judgments in the results cost when they were made (cached or not)."""
     prompt = sum((r["tokens"] or {}).get("prompt_tokens", 0) for r in records)
     completion = sum((r["tokens"] or {}).get("completion_tokens", 0) for r in records)
-    return {"tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens},
-            "cost_usd": _r(stats.cost_usd),
-            "results_tokens": {"prompt": prompt, "completion": completion},
-            "results_cost_usd": _r(sum(r["cost_usd"] or 0.0 for r in records))}
+    return {
+        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens},
+        "cost_usd": _r(stats.cost_usd),
+        "results_tokens": {"prompt": prompt, "completion": completion},
+        "results_cost_usd": _r(sum(r["cost_usd"] or 0.0 for r in records)),
+    }
 
 
 def error_counts(records: list[dict], top: int = 5) -> list[dict[str, Any]]:
@@ -225,9 +248,13 @@ def run(params: Params) -> dict[str, Any]:
 
     # start the model server only if an answer, or (local judge) a judgment, is not cached yet
     known = cached_answers(cache, to_answer)
-    need_server = known is None or (remote is None and any(
-        c is None or cache.get(JudgeCache.key(c.cache_fields)) is None
-        for _, _, c in judge_calls(eval_items(rubrics, rows, known) + calibration, cfg, local_identity)))
+    need_server = known is None or (
+        remote is None
+        and any(
+            c is None or cache.get(JudgeCache.key(c.cache_fields)) is None
+            for _, _, c in judge_calls(eval_items(rubrics, rows, known) + calibration, cfg, local_identity)
+        )
+    )
 
     with contextlib.ExitStack() as stack:
         local = stack.enter_context(local_server(params, need_server))
@@ -242,12 +269,15 @@ def run(params: Params) -> dict[str, Any]:
         judge_s = time.perf_counter() - t0
 
     evals = [r for r in records if r["kind"] == "eval"]
-    fallback = stats.logprobs_fallback or next((r["logprobs_fallback"] for r in records if r["logprobs_fallback"]),
-                                               None)
+    fallback = stats.logprobs_fallback or next(
+        (r["logprobs_fallback"] for r in records if r["logprobs_fallback"]), None
+    )
     pruned = cache.prune(cache.used) if cfg.prune_cache else 0
     report: dict[str, Any] = {
         "rubrics": rubric_report(records, rubrics, cfg),
-        "adapter_sha256": adapter_sha, "judge_model": cfg.model, "provider": cfg.provider,
+        "adapter_sha256": adapter_sha,
+        "judge_model": cfg.model,
+        "provider": cfg.provider,
         "judge_endpoint": "local" if remote is None else safe_url(cfg.base_url),
         "judge_reported": provenance(records),
         "serving": serving,
@@ -255,18 +285,28 @@ def run(params: Params) -> dict[str, Any]:
         "invalid_rate": _r(sum(not r["valid"] and not r["failed"] for r in evals) / len(evals)),
         "failure_rate": _r(sum(r["failed"] for r in evals) / len(evals)),
         "errors": error_counts(records),
-        "logprobs_fallback": fallback is not None, "logprobs_fallback_reason": fallback,
-        "calls": stats.calls, "attempts": stats.attempts, "retries": stats.retries,
+        "logprobs_fallback": fallback is not None,
+        "logprobs_fallback_reason": fallback,
+        "calls": stats.calls,
+        "attempts": stats.attempts,
+        "retries": stats.retries,
         "cache_hits": stats.cache_hits,
-        "cache_hit_rate": _r(stats.cache_hits / (stats.cache_hits + stats.calls)) if stats.cache_hits + stats.calls
+        "cache_hit_rate": _r(stats.cache_hits / (stats.cache_hits + stats.calls))
+        if stats.cache_hits + stats.calls
         else 0.0,
         **spend(records, stats),
-        "cache_pruned": pruned, "cache_entries": len(cache.entries()),
-        "answer_calls": answer_stats.calls, "answer_cache_hits": answer_stats.cache_hits,
-        "answer_failures": answer_stats.failures, "model_server_started": need_server,
+        "cache_pruned": pruned,
+        "cache_entries": len(cache.entries()),
+        "answer_calls": answer_stats.calls,
+        "answer_cache_hits": answer_stats.cache_hits,
+        "answer_failures": answer_stats.failures,
+        "model_server_started": need_server,
         "calibration": calibration_summary(records, rubrics, cfg),
-        "timing_s": {"answers": round(answers_s, 2), "judging": round(judge_s, 2),
-                     "total": round(time.perf_counter() - started, 2)},
+        "timing_s": {
+            "answers": round(answers_s, 2),
+            "judging": round(judge_s, 2),
+            "total": round(time.perf_counter() - started, 2),
+        },
     }
     contract = schemas.validate(report, schemas.JudgeReport, schemas.JUDGE)  # before anything is written
     records.sort(key=lambda r: (r["kind"], r["rubric"], r["model"], _sort_id(r["id"]), r["repeat"]))

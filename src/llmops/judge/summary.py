@@ -41,7 +41,8 @@ def summarise_model(scores: dict[str, list[float]], cfg: Judge, seed: int) -> di
         "ci": bootstrap_ci(means, cfg.bootstrap_samples, seed),
         # an item with no valid judgment never passes: the denominator is every item
         "pass_rate": _r(sum(m >= cfg.pass_threshold for m in means) / len(scores)) if scores else 0.0,
-        "n": len(scores), "n_valid": len(means),
+        "n": len(scores),
+        "n_valid": len(means),
         "repeat_var": _r(sum(multi) / len(multi)) if multi else None,
     }
 
