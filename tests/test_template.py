@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import BIN, ROOT, copy_repo, moto_s3, offline_env
+from conftest import BIN, copy_repo, moto_s3, offline_env
 
 SLUG_DIR = "{{cookiecutter.project_slug}}"
 DVC_INIT_FILES = {".dvc/config", ".dvc/.gitignore", ".dvcignore"}
@@ -33,19 +32,33 @@ LINK_FILE = ".cruft.json"  # written by the hook, so a plain cookiecutter bake t
 # Two deliberately different answer sets: defaults-like (tiny model, action answers, S3 remote) and a
 # "real model" one (hub base, label-only answers, remote judge, MLflow server, no DVC remote).
 CLAIMS = {
-    "project_name": "Claims Triage", "domain_name": "insurance claims",
+    "project_name": "Claims Triage",
+    "domain_name": "insurance claims",
     "domain_description": "Route each incoming claim note to the team that handles it.",
-    "labels": "auto, property,health,liability", "task_kind": "classify_and_act", "base_model": "",
-    "judge_base_url": "", "judge_model": "", "gate_domain_min": "", "gate_regression_min_ratio": "",  # keep params'
-    "dvc_remote_url": "s3://llmops-test/claims", "mlflow_tracking_uri": "",
+    "labels": "auto, property,health,liability",
+    "task_kind": "classify_and_act",
+    "base_model": "",
+    "judge_base_url": "",
+    "judge_model": "",
+    "gate_domain_min": "",
+    "gate_regression_min_ratio": "",  # keep params'
+    "dvc_remote_url": "s3://llmops-test/claims",
+    "mlflow_tracking_uri": "",
 }
 LEGAL = {
-    "project_name": "Legal Clause Tagging", "project_slug": "legal-tags", "domain_name": "legal clauses",
+    "project_name": "Legal Clause Tagging",
+    "project_slug": "legal-tags",
+    "domain_name": "legal clauses",
     "domain_description": "Tag each contract clause with its type.",
-    "labels": "indemnity,termination,confidentiality,governing-law,payment_terms", "task_kind": "classify",
-    "base_model": "meta-llama/Llama-3.1-8B-Instruct", "judge_base_url": "https://judge.example.com/v1",
-    "judge_model": "gpt-4o-mini", "gate_domain_min": "0.7", "gate_regression_min_ratio": "0.9",
-    "dvc_remote_url": "", "mlflow_tracking_uri": "http://mlflow.example.com:5000",
+    "labels": "indemnity,termination,confidentiality,governing-law,payment_terms",
+    "task_kind": "classify",
+    "base_model": "meta-llama/Llama-3.1-8B-Instruct",
+    "judge_base_url": "https://judge.example.com/v1",
+    "judge_model": "gpt-4o-mini",
+    "gate_domain_min": "0.7",
+    "gate_regression_min_ratio": "0.9",
+    "dvc_remote_url": "",
+    "mlflow_tracking_uri": "http://mlflow.example.com:5000",
 }
 SLUGS = {"claims": "claims-triage", "legal": "legal-tags"}
 ANSWERS = {"claims": CLAIMS, "legal": LEGAL}
@@ -61,7 +74,9 @@ def run(cmd, cwd, env, check=True, timeout=600):
 def bake_env(tmp: Path, **extra: str) -> dict[str, str]:
     """Offline env whose cookiecutter config keeps clones and replay files under tmp, not in ~."""
     config = tmp / "cookiecutterrc.yaml"
-    config.write_text(yaml.safe_dump({"cookiecutters_dir": str(tmp / "cc-clones"), "replay_dir": str(tmp / "cc-replay")}))
+    config.write_text(
+        yaml.safe_dump({"cookiecutters_dir": str(tmp / "cc-clones"), "replay_dir": str(tmp / "cc-replay")})
+    )
     return offline_env(tmp, COOKIECUTTER_CONFIG=str(config), **extra)
 
 
@@ -119,19 +134,25 @@ def baked(template_repo, tmp_path_factory) -> dict[str, Path]:
 
 # --- fast tier -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.integration
 @pytest.mark.parametrize("name", list(ANSWERS))
 def test_exact_file_set(baked, template_repo, name):
     repo = baked[name]
     shared, rendered = shared_files(template_repo), rendered_files(template_repo)
-    assert not shared & rendered, f"rendered files shadow shared ones; add them to template/exclude.txt: {shared & rendered}"
+    assert not shared & rendered, (
+        f"rendered files shadow shared ones; add them to template/exclude.txt: {shared & rendered}"
+    )
     params = yaml.safe_load((repo / "params.yaml").read_text())
     generated = {params["paths"][key] for key in ("raw_train", "raw_eval", "domain_text", "calibration")}
     expected = shared | rendered | generated | DVC_INIT_FILES | {LINK_FILE}
     assert tracked(repo) == expected
     assert run(["git", "status", "--porcelain"], repo, offline_env(repo)).stdout == ""  # nothing left uncommitted
-    on_disk = {rel for rel in (p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file())
-               if not rel.startswith((".git/", ".dvc/tmp/"))}  # git's and dvc's own state
+    on_disk = {
+        rel
+        for rel in (p.relative_to(repo).as_posix() for p in repo.rglob("*") if p.is_file())
+        if not rel.startswith((".git/", ".dvc/tmp/"))
+    }  # git's and dvc's own state
     assert on_disk == expected
     # the pipeline itself came along: every module, test, workflow and stage definition of the template repo
     assert {f for f in tracked(template_repo) if f.startswith(("src/", ".github/", "configs/", "evals/"))} <= expected
@@ -149,9 +170,17 @@ def test_shared_files_are_unchanged_copies(baked, template_repo, name):
     src = (template_repo / "params.yaml").read_text().splitlines()
     dst = (repo / "params.yaml").read_text().splitlines()
     assert len(src) == len(dst)
-    changed = [(a, b) for a, b in zip(src, dst) if a != b]
-    answered = {"model", "provider", "base_url", "domain_min", "regression_min_ratio", "uri",
-                "mlflow_experiment", "registry_name"}
+    changed = [(a, b) for a, b in zip(src, dst, strict=True) if a != b]
+    answered = {
+        "model",
+        "provider",
+        "base_url",
+        "domain_min",
+        "regression_min_ratio",
+        "uri",
+        "mlflow_experiment",
+        "registry_name",
+    }
     for a, b in changed:
         assert a.split(":")[0] == b.split(":")[0] and a.split(":")[0].strip() in answered, (a, b)
         assert a.partition(" #")[2].strip() == b.partition(" #")[2].strip(), (a, b)  # comment kept
@@ -188,15 +217,23 @@ def test_answers_landed(baked, template_repo, name, monkeypatch):
     rubric_name = "triage_quality"  # the pipeline's vocabulary (eval tasks triage_gen/mc): kept across domains
     assert params.judge.rubrics == [rubric_name]
     assert params.gate.domain_min == float(answers["gate_domain_min"] or source["gate"]["domain_min"])
-    assert params.gate.regression_min_ratio == float(answers["gate_regression_min_ratio"]
-                                                     or source["gate"]["regression_min_ratio"])
+    assert params.gate.regression_min_ratio == float(
+        answers["gate_regression_min_ratio"] or source["gate"]["regression_min_ratio"]
+    )
     assert (params.tracking.uri or "") == answers["mlflow_tracking_uri"]
     assert params.train.mlflow_experiment == slug
     assert params.deploy.registry_name == f"{slug}-adapter"
 
     readme = (repo / "README.md").read_text()
-    for text in (answers["project_name"], answers["domain_description"], "make demo", "make test",
-                 "cruft update", f"{slug}-adapter", *labels):
+    for text in (
+        answers["project_name"],
+        answers["domain_description"],
+        "make demo",
+        "make test",
+        "cruft update",
+        f"{slug}-adapter",
+        *labels,
+    ):
         assert text in readme, text
     rubric = yaml.safe_load((repo / f"prompts/rubrics/{rubric_name}.yaml").read_text())
     assert rubric["name"] == rubric_name and answers["domain_name"] in rubric["description"]
@@ -207,14 +244,18 @@ def test_answers_landed(baked, template_repo, name, monkeypatch):
 
     # the example data has the shape and size prepare demands, with exactly the answered labels
     regex = re.compile(params.prepare.label_regex)
-    rows = {key: [json.loads(line) for line in (repo / getattr(params.paths, key)).read_text().splitlines()]
-            for key in ("raw_train", "raw_eval", "domain_text", "calibration")}
+    rows = {
+        key: [json.loads(line) for line in (repo / getattr(params.paths, key)).read_text().splitlines()]
+        for key in ("raw_train", "raw_eval", "domain_text", "calibration")
+    }
     assert len(rows["raw_train"]) >= params.prepare.min_examples and len(rows["raw_eval"]) >= 40
     for key in ("raw_train", "raw_eval"):
         answers_text = [r["output"] if "output" in r else r["messages"][-1]["content"] for r in rows[key]]
         assert {regex.search(a).group(1) for a in answers_text} == set(labels)
-        assert all(a.startswith("Category: ") and ("\nAction: " in a) == (answers["task_kind"] == "classify_and_act")
-                   for a in answers_text)
+        assert all(
+            a.startswith("Category: ") and ("\nAction: " in a) == (answers["task_kind"] == "classify_and_act")
+            for a in answers_text
+        )
     assert len(rows["domain_text"]) >= 100 and all(r["text"].strip() for r in rows["domain_text"])
     assert {r["rubric"] for r in rows["calibration"]} == {rubric_name}
     assert {r["human_score"] for r in rows["calibration"]} == {1, 2, 3, 4, 5}  # kappa is defined
@@ -264,8 +305,9 @@ def test_tracking_uri_answer_is_used_and_env_still_wins(baked, monkeypatch):
 
 @pytest.mark.integration
 def test_bad_answers_are_rejected_before_anything_is_written(template_repo, tmp_path):
-    proc = bake(template_repo, tmp_path, {**CLAIMS, "labels": "auto,auto,bad label", "gate_domain_min": "2"},
-                check=False)
+    proc = bake(
+        template_repo, tmp_path, {**CLAIMS, "labels": "auto,auto,bad label", "gate_domain_min": "2"}, check=False
+    )
     assert proc.returncode != 0
     assert "labels" in proc.stderr and "gate_domain_min" in proc.stderr
     assert not (tmp_path / SLUGS["claims"]).exists()
@@ -286,8 +328,11 @@ def test_cruft_link_check_and_update(template_repo, tmp_path):
 
     created = tmp_path / "created"
     created.mkdir()
-    run([BIN / "cruft", "create", "--no-input", "--directory", "template", "--extra-context", json.dumps(answers),
-         tpl], created, env)
+    run(
+        [BIN / "cruft", "create", "--no-input", "--directory", "template", "--extra-context", json.dumps(answers), tpl],
+        created,
+        env,
+    )
     assert json.loads((repo / LINK_FILE).read_text()) == json.loads((created / SLUGS["legal"] / LINK_FILE).read_text())
 
     (tpl / "src/llmops/newstage.py").write_text('"""A stage added to the template after the bake."""\n')
@@ -314,6 +359,7 @@ def test_cruft_link_check_and_update(template_repo, tmp_path):
 
 # --- S3 remote against moto_server ----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
     """moto_server on loopback with the bucket the CLAIMS answer names; yields (endpoint, env, bucket)."""
@@ -330,8 +376,13 @@ def point_at(repo: Path, endpoint: str) -> None:
 def bucket_keys(endpoint: str, bucket: str) -> list[str]:
     import boto3
 
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                          aws_secret_access_key="testing", region_name="us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
     return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
@@ -359,6 +410,7 @@ def test_s3_remote_answer_pushes_and_pulls(template_repo, tmp_path, s3_server):
 
 # --- slow tier: the baked repository's own tests and pipeline --------------------------------------------
 
+
 def baked_env(repo: Path, **extra: str) -> dict[str, str]:
     """Run the baked copy of llmops (its src/ first on the path) with this venv's packages."""
     return offline_env(repo, PYTHONPATH=str(repo / "src"), **extra)
@@ -367,8 +419,13 @@ def baked_env(repo: Path, **extra: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_baked_repo_fast_test_suite_passes(baked):
     repo = baked["claims"]
-    proc = run([sys.executable, "-m", "pytest", "-m", "not slow", "-q", "-x", "-p", "no:cacheprovider"], repo,
-               baked_env(repo), check=False, timeout=1800)
+    proc = run(
+        [sys.executable, "-m", "pytest", "-m", "not slow", "-q", "-x", "-p", "no:cacheprovider"],
+        repo,
+        baked_env(repo),
+        check=False,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert re.search(r"\d+ passed", proc.stdout), proc.stdout[-2000:]
     print(proc.stdout.strip().splitlines()[-1])
