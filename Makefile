@@ -21,11 +21,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-demo: install  ## run the pipeline (dvc repro) offline on the demo default
+demo: install .dvc  ## run the pipeline (dvc repro) offline on the demo default
 	$(RUN) dvc repro
 
+# A repository baked by a cookiecutter that had no dvc beside it has no .dvc/ yet (template/hooks): init it here.
+.dvc: | install
+	$(BIN)/dvc init -q
+	@echo "initialised DVC (.dvc/); commit it: git add .dvc .dvcignore && git commit -m 'dvc init'"
+
 # tiers (tests/conftest.py): unit first, so a broken pure function fails in seconds, not after the pipeline runs
-test: install lint  ## lint, then all CPU tests: the unit tier, then integration and slow (end-to-end) tiers
+test: install .dvc lint  ## lint, then all CPU tests: the unit tier, then integration and slow (end-to-end) tiers
 	$(RUN) pytest -m unit
 	$(RUN) pytest -m "not unit"
 

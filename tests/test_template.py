@@ -280,6 +280,38 @@ def test_git_repo_with_one_commit_and_dvc_pipeline(baked, name):
 
 
 @pytest.mark.integration
+def test_bake_without_dvc_then_make_initialises_it(template_repo, tmp_path):
+    """cookiecutter run by an interpreter with no dvc beside it and none on PATH (the usual case before `make
+    install`): the hook skips `dvc init` and says what happens next; the Makefile's .dvc target initialises it."""
+    import site
+
+    base_python = Path(sys.base_prefix) / "bin" / "python3"  # the venv's interpreter: no dvc script beside it
+    env = bake_env(tmp_path)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not (Path(p) / "dvc").exists())
+    env["PYTHONPATH"] = os.pathsep.join(site.getsitepackages())  # cookiecutter itself, from this venv
+    answers = [f"{k}={v}" for k, v in CLAIMS.items()]
+    cmd = [
+        base_python,
+        "-c",
+        "from cookiecutter.cli import main; main()",
+        "--no-input",
+        template_repo,
+        "--directory",
+        "template",
+        "--output-dir",
+        tmp_path,
+    ]
+    proc = run([*cmd, *answers], cwd=tmp_path, env=env)
+    repo = tmp_path / SLUGS["claims"]
+    assert not (repo / ".dvc").exists() and "`make demo` (or `make test`) runs `dvc init`" in proc.stderr
+    # -o install: this test's venv is shared; the target's own step (dvc init with the venv's dvc) is the subject
+    make = ["make", "-o", "install", f"VENV={BIN.parent}"]
+    made = run([*make, ".dvc"], cwd=repo, env=offline_env(repo))
+    assert (repo / ".dvc/config").is_file() and "initialised DVC" in made.stdout
+    assert run([*make, "-q", ".dvc"], cwd=repo, env=offline_env(repo), check=False).returncode == 0
+
+
+@pytest.mark.integration
 def test_tracking_uri_answer_is_used_and_env_still_wins(baked, monkeypatch):
     """The mlflow_tracking_uri answer lands in params.yaml `tracking.uri`, which llmops.tracking reads."""
     from llmops.config import load_params
@@ -305,11 +337,11 @@ def test_tracking_uri_answer_is_used_and_env_still_wins(baked, monkeypatch):
 
 @pytest.mark.integration
 def test_bad_answers_are_rejected_before_anything_is_written(template_repo, tmp_path):
-    proc = bake(
-        template_repo, tmp_path, {**CLAIMS, "labels": "auto,auto,bad label", "gate_domain_min": "2"}, check=False
-    )
+    bad = {"labels": "auto,auto,bad label", "gate_domain_min": "2", "judge_base_url": "http://10.0.0.5:8000/v1"}
+    proc = bake(template_repo, tmp_path, {**CLAIMS, **bad}, check=False)
     assert proc.returncode != 0
     assert "labels" in proc.stderr and "gate_domain_min" in proc.stderr
+    assert "judge_base_url 'http://10.0.0.5:8000/v1': plain http:// would send the API key" in proc.stderr
     assert not (tmp_path / SLUGS["claims"]).exists()
 
 

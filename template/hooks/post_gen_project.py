@@ -205,9 +205,11 @@ def init_repositories():
         if ANSWERS["dvc_remote_url"]:
             sh(dvc, "remote", "add", "-d", "storage", ANSWERS["dvc_remote_url"])
     else:
-        print("post-generation hook: dvc not found; after `make install` run `.venv/bin/dvc init`"
-              + (f" and `.venv/bin/dvc remote add -d storage {ANSWERS['dvc_remote_url']}`" if ANSWERS["dvc_remote_url"] else "")
-              + ", then commit.", file=sys.stderr)
+        print("post-generation hook: dvc is not installed beside this cookiecutter; `make demo` (or `make test`) "
+              "runs `dvc init` after installing it"
+              + (f"; then add the remote: .venv/bin/dvc remote add -d storage {ANSWERS['dvc_remote_url']}"
+                 if ANSWERS["dvc_remote_url"] else "")
+              + "; commit .dvc/ afterwards.", file=sys.stderr)
     identity = []
     if sh("git", "var", "GIT_COMMITTER_IDENT", check=False).returncode:  # no git identity configured
         identity = ["-c", "user.name=llmops template", "-c", "user.email=template@example.invalid"]

@@ -39,8 +39,14 @@ for key in ("judge_base_url", "mlflow_tracking_uri", "dvc_remote_url"):
     url = urlparse(ANSWERS[key])
     if url.username or url.password:
         errors.append(f"{key}: no credentials in URLs (they would be committed); use the environment instead")
-if ANSWERS["judge_base_url"] and urlparse(ANSWERS["judge_base_url"]).scheme not in ("http", "https"):
+judge = urlparse(ANSWERS["judge_base_url"])
+if ANSWERS["judge_base_url"] and judge.scheme not in ("http", "https"):
     errors.append(f"judge_base_url {ANSWERS['judge_base_url']!r}: expected an http(s)://.../v1 URL or empty")
+elif judge.scheme == "http" and not (judge.hostname in ("localhost", "::1") or re.fullmatch(r"127(\.\d+){3}", judge.hostname or "")):
+    # the same rule as params.yaml's judge.base_url (llmops.config.check_url): the bearer key would cross the
+    # network in clear text
+    errors.append(f"judge_base_url {ANSWERS['judge_base_url']!r}: plain http:// would send the API key in clear "
+                  "text; use https:// (http only for a loopback host such as 127.0.0.1)")
 if ANSWERS["dvc_remote_url"] and not urlparse(ANSWERS["dvc_remote_url"]).scheme and not ANSWERS["dvc_remote_url"].startswith("/"):
     errors.append(f"dvc_remote_url {ANSWERS['dvc_remote_url']!r}: expected e.g. s3://bucket/path or an absolute path")
 
