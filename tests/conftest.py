@@ -23,6 +23,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# One valid example of each output contract (llmops.schemas.CONTRACTS): a snapshot of the demo's reports/, so
+# tests have real-shaped files in a baked repo too, whose reports/ starts empty. test_schemas keeps them valid.
+REPORT_EXAMPLES = ROOT / "tests" / "fixtures" / "reports"
 
 
 def offline_env(tmp: Path, **extra: str) -> dict[str, str]:

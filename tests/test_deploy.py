@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, make_workdir, offline_env, raw_params
+from conftest import REPORT_EXAMPLES, make_workdir, offline_env, raw_params
 from test_gate import compare_metrics, judge_metrics
 
 from llmops import deploy, gate
@@ -74,7 +74,7 @@ def work(tmp_path, monkeypatch):
     (work / "data/prepared").mkdir(parents=True)
     (work / "data/prepared/train.jsonl").write_text('{"messages": []}\n')
     (work / "reports").mkdir()
-    data = json.loads((ROOT / "reports/data.json").read_text())  # a valid data.json contract
+    data = json.loads((REPORT_EXAMPLES / "data.json").read_text())  # a valid data.json contract
     (work / "reports/data.json").write_text(json.dumps(dict(data, labels=["billing", "transport"])))
     env = offline_env(work)
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "c"]):

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import ROOT, make_workdir, offline_env, raw_params
+from conftest import REPORT_EXAMPLES, make_workdir, offline_env, raw_params
 
 from llmops import gate, stats
 from llmops.artifacts import sha256_tree
@@ -62,7 +62,7 @@ def judge_metrics(sha: str, calibrated: bool = True) -> dict:
     def side(m: float) -> dict:
         return {"mean": m, "ci": [m - 0.3, m + 0.3], "pass_rate": 0.6, "n": 60, "n_valid": 60, "repeat_var": None}
 
-    judged = json.loads((ROOT / "reports/judge.json").read_text())
+    judged = json.loads((REPORT_EXAMPLES / "judge.json").read_text())
     judged.update(
         {
             "adapter_sha256": sha,

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import ROOT, make_workdir, offline_env, raw_params
+from conftest import REPORT_EXAMPLES, make_workdir, offline_env, raw_params
 from test_gate import compare_metrics, judge_metrics, moved, task
 
 from llmops import gate, report
@@ -43,7 +43,7 @@ def pr_repo(tmp_path, monkeypatch):
     adapter = repo / "models/adapter"
     put(repo, "models/adapter/adapter_model.safetensors", "weights v1")
     put(repo, "reports/eval_compare.json", compare_metrics(sha256_tree(adapter)))
-    put(repo, "reports/data.json", json.loads((ROOT / "reports/data.json").read_text()))  # a valid contract
+    put(repo, "reports/data.json", json.loads((REPORT_EXAMPLES / "data.json").read_text()))  # a valid contract
     put(repo, "reports/train_perf.json", {"runtime_s": 15.25, "phases_s": {"loop": 7.03, "import": 6.95}})
     put(
         repo,

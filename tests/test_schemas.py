@@ -1,20 +1,24 @@
-"""Output contracts (llmops.schemas): every committed report validates against its model unchanged, a writer's
-dump of it is byte-identical to the file, and no NaN or infinite value validates anywhere."""
+"""Output contracts (llmops.schemas): every committed report (and each example in tests/fixtures/reports)
+validates against its model unchanged, a writer's dump of it is byte-identical to the file, and no NaN or
+infinite value validates anywhere."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from conftest import ROOT
+from conftest import REPORT_EXAMPLES, ROOT
 
 from llmops import schemas
 from llmops.artifacts import dumps
 
 
+@pytest.mark.parametrize("folder", [ROOT / "reports", REPORT_EXAMPLES], ids=["committed", "example"])
 @pytest.mark.parametrize("name", sorted(schemas.CONTRACTS))
-def test_committed_report_validates_and_round_trips(name):
-    path = ROOT / "reports" / name
+def test_committed_report_validates_and_round_trips(folder, name):
+    path = folder / name
+    if not path.is_file():  # a baked repo has no reports until its first dvc repro
+        pytest.skip(f"{path} not written yet")
     model = schemas.read(path, schemas.CONTRACTS[name])
     assert dumps(model.model_dump(mode="json")) == path.read_text(encoding="utf-8")
 
@@ -35,7 +39,7 @@ def _first_float(data, where=""):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 @pytest.mark.parametrize("name", sorted(schemas.CONTRACTS))
 def test_non_finite_values_never_validate(tmp_path, name, bad):
-    data = json.loads((ROOT / "reports" / name).read_text())
+    data = json.loads((REPORT_EXAMPLES / name).read_text())
     where, parent, key = _first_float(data)
     parent[key] = bad
     path = tmp_path / name
@@ -45,7 +49,7 @@ def test_non_finite_values_never_validate(tmp_path, name, bad):
 
 
 def test_unknown_and_missing_fields_are_named(tmp_path):
-    data = json.loads((ROOT / "reports/train.json").read_text())
+    data = json.loads((REPORT_EXAMPLES / "train.json").read_text())
     data["loss_aftr"] = data.pop("loss_after")
     path = tmp_path / "train.json"
     path.write_text(json.dumps(data))
