@@ -9,9 +9,13 @@
    generated repository can take template updates with `cruft update`.
 5. git init, dvc init, `dvc remote add -d` when a remote was given, first commit.
 
-Where the template repository is: plain cookiecutter passes `_repo_dir` (the template folder inside a local
-working tree or its clone under ~/.cookiecutters). cruft passes only `_template` (URL or path) and `_commit`,
-so the hook clones that commit into a temporary folder.
+Where the template repository is: the folder being rendered, which template/llmops_template_context.py (a
+cookiecutter extension) names: a local working tree or cookiecutter's clone under ~/.cookiecutters, or cruft's
+clone checked out at the commit it renders. Never a fresh clone of `_template`: `cruft update --template-path`
+renders a commit that URL may not have.
+
+`cruft update` (and `cruft diff`) run this hook twice, once per rendered commit, into throw-away folders: it does
+the same work then (the two renders must differ only by the template change) but prints nothing.
 """
 
 import fnmatch
@@ -21,14 +25,14 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml  # cookiecutter depends on PyYAML, so it is importable wherever the hook runs
 
 ANSWERS = json.loads({{ cookiecutter | jsonify | tojson }})
 PROJECT = Path.cwd()
-TEMPLATE_DIR = "template"  # where cookiecutter.json lives in the template repository (--directory)
+TEMPLATE = Path({{ llmops_template_dir | tojson }})  # the template folder being rendered (cookiecutter.json's)
+REGENERATING = {{ "True" if llmops_regenerating else "False" }}  # under `cruft update`/`cruft diff`: stay quiet
 
 
 def sh(*cmd, cwd=PROJECT, check=True):
@@ -44,21 +48,17 @@ def git_files(root, untracked):
     return [f for f in sh(*args, cwd=root).stdout.split("\0") if f]
 
 
-def source_tree(tmp):
-    """(repository root, files to consider, template folder) of the template this project is baked from."""
-    repo_dir = ANSWERS.get("_repo_dir")
-    if repo_dir and Path(repo_dir).is_dir():
-        root = Path(repo_dir).resolve().parent  # template/ sits at the top of the pipeline's repository
-        if sh("git", "rev-parse", "--git-dir", cwd=root, check=False).returncode == 0:
-            # a local working tree (uncommitted, unignored files included) or cookiecutter's clone of a URL
-            return root, git_files(root, untracked=True), Path(repo_dir)
-        # e.g. an unpacked zip: no git, take every file
-        files = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts]
-        return root, files, Path(repo_dir)
-    clone = Path(tmp) / "template-repo"  # cruft: the exact commit it records in .cruft.json
-    sh("git", "clone", "-q", "--no-checkout", ANSWERS["_template"], clone, cwd=tmp)
-    sh("git", "checkout", "-q", ANSWERS["_commit"], cwd=clone)
-    return clone, git_files(clone, untracked=False), clone / TEMPLATE_DIR
+def source_tree():
+    """(repository root, files to consider) of the template this project is rendered from."""
+    root = TEMPLATE.parent  # template/ sits at the top of the pipeline's repository
+    top = sh("git", "rev-parse", "--show-toplevel", cwd=root, check=False)
+    if top.returncode == 0 and Path(top.stdout.strip()).resolve() == root.resolve():
+        # cruft renders a recorded commit: its clone's tracked files exactly. A local working tree under plain
+        # cookiecutter: uncommitted, unignored files too (what you see is what you bake).
+        return root, git_files(root, untracked=bool(ANSWERS.get("_repo_dir")))
+    # e.g. an unpacked zip: no git, take every file
+    skip = {".git", "__pycache__"}  # __pycache__: Python's import of the template's extension module
+    return root, [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not skip & set(p.parts)]
 
 
 def read_patterns(path):
@@ -101,7 +101,8 @@ def cruft_state(root, template_dir):
         template = expand_abbreviations(template, BUILTIN_ABBREVIATIONS)
     commit = head.stdout.strip()
     top = sh("git", "rev-parse", "--show-toplevel", cwd=root).stdout.strip()  # cruft clones the whole repository
-    answers = {k: v for k, v in ANSWERS.items() if not k.startswith("_")}
+    declared = json.loads((TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))  # `_extensions` too
+    answers = {k: v for k, v in ANSWERS.items() if not k.startswith("_") or k in declared}
     answers.update(_template=template, _commit=commit)
     return {"template": template, "commit": commit, "checkout": ANSWERS.get("_checkout"),
             "context": {"cookiecutter": answers},
@@ -109,21 +110,20 @@ def cruft_state(root, template_dir):
 
 
 def copy_pipeline():
-    with tempfile.TemporaryDirectory() as tmp:
-        root, files, template = source_tree(tmp)
-        state = cruft_state(root, template)
-        if state:  # cruft's own format (cruft/_commands/utils/cruft.py json_dumps)
-            (PROJECT / ".cruft.json").write_text(
-                json.dumps(state, ensure_ascii=False, indent=2, separators=(",", ": ")) + "\n", encoding="utf-8")
-        patterns = read_patterns(template / "exclude.txt")
-        for rel in sorted(files):
-            src, dest = root / rel, PROJECT / rel
-            if excluded(rel, patterns) or not (src.is_file() or src.is_symlink()):
-                continue
-            if dest.exists():  # rendered for the domain by the template: that version wins
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest, follow_symlinks=False)
+    root, files = source_tree()
+    state = cruft_state(root, TEMPLATE)
+    if state:  # cruft's own format (cruft/_commands/utils/cruft.py json_dumps)
+        (PROJECT / ".cruft.json").write_text(
+            json.dumps(state, ensure_ascii=False, indent=2, separators=(",", ": ")) + "\n", encoding="utf-8")
+    patterns = read_patterns(TEMPLATE / "exclude.txt")
+    for rel in sorted(files):
+        src, dest = root / rel, PROJECT / rel
+        if excluded(rel, patterns) or not (src.is_file() or src.is_symlink()):
+            continue
+        if dest.exists():  # rendered for the domain by the template: that version wins
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest, follow_symlinks=False)
 
 
 def _split_comment(rest):
@@ -204,7 +204,7 @@ def init_repositories():
         sh(dvc, "init", "-q")
         if ANSWERS["dvc_remote_url"]:
             sh(dvc, "remote", "add", "-d", "storage", ANSWERS["dvc_remote_url"])
-    else:
+    elif not REGENERATING:
         print("post-generation hook: dvc is not installed beside this cookiecutter; `make demo` (or `make test`) "
               "runs `dvc init` after installing it"
               + (f"; then add the remote: .venv/bin/dvc remote add -d storage {ANSWERS['dvc_remote_url']}"
@@ -222,6 +222,8 @@ def main():
     fill_params()
     sh(sys.executable, "data/make_example_data.py")
     init_repositories()
+    if REGENERATING:
+        return
     print(f"\n{PROJECT.name}: ready. Next: cd {PROJECT.name} && make demo   (then make test)")
     if ANSWERS.get("_commit"):  # cruft writes .cruft.json after this hook, so the first commit cannot hold it
         print("After `cruft create`: git add .cruft.json && git commit -m 'Link to the template'")
