@@ -32,22 +32,24 @@ DESCRIPTION = {{ cookiecutter.domain_description | tojson }}
 LABELS = {{ cookiecutter.labels.split(',') | map('trim') | select | list | tojson }}
 WITH_ACTION = {{ 'True' if cookiecutter.task_kind == 'classify_and_act' else 'False' }}  # answers carry an Action line
 
+# Deliberately generic wording (no domain vocabulary): each input = an opening, one sentence naming the label's
+# words, and neutral filler shared by all labels, so the label is learnable and nothing else is.
 SIGNALS = [
     "the item is clearly about {w}",
-    "this looks like a {w} case",
-    "{w} is mentioned twice in the attached notes",
-    "the requester asks for help with {w}",
-    "the intake form flags it as {w}",
-    "a reviewer tagged the thread with {w}",
+    "this looks like a case of {w}",
+    "{w} is mentioned twice in the text",
+    "the author asks a question about {w}",
+    "the first paragraph is about {w}",
+    "a reviewer marked it as {w}",
     "the summary line reads {w}",
-    "the sender wants the {w} question answered",
+    "most of the text concerns {w}",
 ]
-ACTIONS = ["route it to the {w} team", "ask a {w} specialist to review it", "open a {w} ticket"]
-OPENINGS = ["Request {ticket}:", "New item:", "Intake note:", "From the {region} office:", "Case {ticket}:",
-            "Forwarded at {time}:"]
-FILLER = ["Received at {time}.", "Priority P{p}.", "The sender is in the {region} region.",
-          "{n} related items are open.", "A reply is expected within {n} hours.", ""]
-REGIONS = ["north", "south", "east", "west", "central", "coastal", "harbour", "valley"]
+ACTIONS = ["pass it to the {w} reviewer", "ask a specialist in {w} to look at it", "file it under {w}"]
+OPENINGS = ["Placeholder item {ref}:", "Example {ref}:", "Sample text:", "Item from batch {batch}:", "Record {ref}:",
+            "Synthetic example, version {n}:"]
+FILLER = ["It has {n} lines.", "Batch {batch}.", "Written on day {n}.", "{n} similar items exist.",
+          "Sample set {batch}.", ""]
+BATCHES = ["A", "B", "C", "D", "E", "F", "G", "H"]
 
 
 def words(label: str) -> str:
@@ -55,9 +57,8 @@ def words(label: str) -> str:
 
 
 def _fill(template: str, rng: random.Random, label: str = "") -> str:
-    return template.format(w=words(label), ticket=f"#{rng.randint(10000, 99999)}", region=rng.choice(REGIONS),
-                           time=f"{rng.randint(0, 23):02d}:{rng.choice(['00', '15', '30', '45'])}",
-                           n=rng.randint(2, 90), p=rng.randint(1, 4))
+    return template.format(w=words(label), ref=f"#{rng.randint(10000, 99999)}", batch=rng.choice(BATCHES),
+                           n=rng.randint(2, 90))
 
 
 def example(label: str, rng: random.Random) -> tuple[str, str]:
