@@ -62,6 +62,32 @@ LEGAL = {
 }
 SLUGS = {"claims": "claims-triage", "legal": "legal-tags"}
 ANSWERS = {"claims": CLAIMS, "legal": LEGAL}
+# Issue #13's bake (a legal-clause project): the leftover-text check and the cruft update tests use it.
+CLAUSES = {
+    **LEGAL,
+    "project_name": "Clause Types",
+    "project_slug": "clause-types",
+    "labels": "termination,liability,confidentiality,payment,governing_law",
+    "task_kind": "classify_and_act",
+    "base_model": "",
+    "judge_base_url": "",
+    "mlflow_tracking_uri": "",
+}
+
+# The demo domain's vocabulary (telecom incident triage: data/make_demo_data.py's symptoms, openings, regions and
+# runbook); its label set and label count are read from that file by demo_leftovers. None of it may reach a bake.
+DEMO_WORDS = [
+    "telecom", "incident", "incidents", "outage", "NOC", "runbook", "eNodeB", "gNodeB", "backhaul", "fiber",
+    "SIM", "eSIM", "APN", "VoLTE", "handset", "subscriber", "subscribers", "tariff", "roaming", "cell site",
+    "leased line", "microwave link", "MME", "IMS", "harbour", "valley", "coastal", "downtown", "airport",
+]  # fmt: skip
+# A figure next to "demo" is a claim about the demo's results ("tiny demo reaches 0.25"); "0.2M" is not a score.
+DEMO_FIGURE = r"\bdemo\b[^\n]*\b[01]\.\d+\b|\b[01]\.\d+\b[^\n]*\bdemo\b"
+# Hits in lines this branch may not edit, each reported to its owner (issue #13); delete an entry once reworded.
+KNOWN_LEFTOVERS = {
+    ("params.yaml", "the demo forgets at 0.01"),  # train: section (the lead's)
+    ("src/llmops/deploy.py", "a fiber cut isolated site"),  # deploy's smoke-test prompt: take it from the domain data
+}
 
 
 def run(cmd, cwd, env, check=True, timeout=600):
@@ -84,6 +110,34 @@ def bake(template: Path, out: Path, answers: dict, check=True):
     out.mkdir(parents=True, exist_ok=True)
     cmd = [BIN / "cookiecutter", "--no-input", template, "--directory", "template", "--output-dir", out]
     return run(cmd + [f"{k}={v}" for k, v in answers.items()], cwd=out, env=bake_env(out), check=check)
+
+
+def demo_leftovers(repo: Path, demo_source: Path) -> list[str]:
+    """'path:line: text' of every line of a bake's text files that carries the demo domain's words or figures.
+
+    tests/ is left out: its files are inputs to the shared code's own tests (a label list is a label list),
+    not text a user of the new domain reads or edits."""
+    import runpy
+
+    categories = list(runpy.run_path(str(demo_source), run_name="demo_data")["CATEGORIES"])
+    words = DEMO_WORDS + categories + [c.replace("_", " ") for c in categories]
+    pattern = re.compile(
+        "|".join([rf"(?<![\w-]){re.escape(w)}(?![\w-])" for w in words])
+        + rf"|\b1/{len(categories)}\b|{DEMO_FIGURE}",  # 1/6: the demo's chance level
+        re.IGNORECASE,
+    )
+    hits = []
+    for rel in sorted(tracked(repo)):
+        if rel.startswith("tests/"):
+            continue
+        try:
+            lines = (repo / rel).read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            continue  # binary
+        for number, line in enumerate(lines, 1):
+            if pattern.search(line) and not any(rel == f and s in line for f, s in KNOWN_LEFTOVERS):
+                hits.append(f"{rel}:{number}: {line.strip()[:160]}")
+    return hits
 
 
 def labels_of(answers: dict) -> list[str]:
@@ -387,6 +441,129 @@ def test_cruft_link_check_and_update(template_repo, tmp_path):
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "Template update"], repo, env)
     run([BIN / "cruft", "check"], repo, env)
+
+
+@pytest.mark.integration
+def test_no_demo_text_in_a_bake_for_another_domain(template_repo, tmp_path):
+    """Issue #13: a legal-clause bake must not read like the telecom demo (its words, labels, chance level or
+    figures) anywhere a user reads: READMEs, eval and config comments, params, prompts, placeholder data."""
+    bake(template_repo, tmp_path, CLAUSES)
+    hits = demo_leftovers(tmp_path / CLAUSES["project_slug"], template_repo / "data/make_demo_data.py")
+    assert not hits, "demo text in the bake:\n" + "\n".join(hits)
+
+
+def linked_bake(template_repo: Path, tmp: Path) -> tuple[Path, Path, dict[str, str]]:
+    """A template repository copy and a plain cookiecutter bake of it (linked by its .cruft.json), plus the
+    bake's own work committed on top: (template copy, baked repo, env)."""
+    tpl = tmp / "tpl"
+    shutil.copytree(template_repo, tpl)
+    env = bake_env(tmp, TERM="dumb", NO_COLOR="1", COLUMNS="200")
+    bake(tpl, tmp / "out", CLAUSES)
+    repo = tmp / "out" / CLAUSES["project_slug"]
+    with open(repo / "README.md", "a") as fh:
+        fh.write("\nOur team's notes.\n")
+    (repo / "NOTES.md").write_text("a file of the project's own\n")
+    with open(repo / "data/raw/train.jsonl", "a") as fh:  # real data replacing the placeholders (cruft skips it)
+        fh.write('{"input": "Either party may end this agreement.", "output": "Category: termination"}\n')
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "Our own work"], repo, env)
+    return tpl, repo, env
+
+
+def improve_template(tpl: Path, env: dict[str, str], line: str) -> str:
+    """Commit a template change: a shared file (Makefile) and a rendered domain file (the system prompt)."""
+    with open(tpl / "Makefile", "a") as fh:
+        fh.write(f"# {line}\n")
+    system = tpl / "template" / SLUG_DIR / "prompts/task/system.txt"
+    system.write_text(system.read_text().replace("Reply with", f"{line}: reply with", 1))
+    run(["git", "add", "-A"], tpl, env)
+    run(["git", "commit", "-qm", line], tpl, env)
+    return run(["git", "rev-parse", "HEAD"], tpl, env).stdout.strip()
+
+
+def assert_updated(repo: Path, line: str, commit: str, output: str) -> None:
+    assert (repo / "Makefile").read_text().endswith(f"# {line}\n")
+    assert f"{line}: reply with" in (repo / "prompts/task/system.txt").read_text()
+    assert json.loads((repo / LINK_FILE).read_text())["commit"] == commit
+    # the project's own work stays
+    assert (repo / "README.md").read_text().endswith("Our team's notes.\n") and (repo / "NOTES.md").is_file()
+    assert "Either party may end" in (repo / "data/raw/train.jsonl").read_text()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["deploy"]["registry_name"] == f"{CLAUSES['project_slug']}-adapter"
+    assert not list(repo.rglob("*.rej")), "conflicts"
+    # the hook ran twice (old and new commit) and said nothing
+    assert ": ready. Next:" not in output and "cruft create" not in output and "dvc is not installed" not in output, output
+
+
+@pytest.mark.slow
+def test_cruft_update_from_a_newer_template_checkout(template_repo, tmp_path):
+    """`cruft update --template-path <newer copy> -y` with the original template gone: the hook renders both
+    commits from cruft's clone of the newer copy, never re-fetching `.cruft.json`'s template URL. Then the
+    README's re-pointing step (edit .cruft.json's "template") makes plain `cruft check` / `update` work again."""
+    tpl, repo, env = linked_bake(template_repo, tmp_path)
+    newer = tmp_path / "newer"
+    run(["git", "clone", "-q", tpl, newer], tmp_path, env)
+    commit = improve_template(newer, env, "improved in the newer checkout")
+    shutil.rmtree(tpl)  # the URL the bake was made from is gone (moved, renamed, or a fork replaced it)
+
+    proc = run([BIN / "cruft", "update", "--template-path", newer, "--skip-apply-ask"], repo, env)
+    assert_updated(repo, "improved in the newer checkout", commit, proc.stdout + proc.stderr)
+    status = run(["git", "status", "--porcelain"], repo, env).stdout.splitlines()
+    assert sorted(line[3:] for line in status) == [LINK_FILE, "Makefile", "prompts/task/system.txt"], status
+
+    state = json.loads((repo / LINK_FILE).read_text())
+    state["template"] = state["context"]["cookiecutter"]["_template"] = str(newer)
+    (repo / LINK_FILE).write_text(json.dumps(state, indent=2) + "\n")
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "Template update; the template now lives in newer/"], repo, env)
+    run([BIN / "cruft", "check"], repo, env)
+
+
+def run_in_terminal(cmd: list, cwd: Path, env: dict[str, str], replies: dict[str, str], timeout=300):
+    """Run cmd on a pseudo-terminal, as at an interactive shell, typing each reply once its prompt shows.
+    Returns (exit code, everything the terminal showed)."""
+    import pty
+    import select
+
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdin=child_fd, stdout=child_fd, stderr=child_fd)
+    os.close(child_fd)
+    shown, pending, deadline = b"", dict(replies), time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([main_fd], [], [], 1)[0]:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(main_fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+            for prompt, reply in list(pending.items()):
+                if prompt.encode() in shown:
+                    os.write(main_fd, reply.encode() + b"\r")
+                    del pending[prompt]
+        else:
+            proc.kill()
+            raise AssertionError(f"{cmd} did not finish in {timeout} s:\n{shown.decode(errors='replace')}")
+    finally:
+        os.close(main_fd)
+    return proc.wait(timeout=30), shown.decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_cruft_update_interactive(template_repo, tmp_path):
+    """Plain interactive `cruft update`, answering its "Apply diff and update?" prompt on a terminal (typer 0.29
+    crashed there with an AssertionError: pyproject.toml pins typer below it)."""
+    tpl, repo, env = linked_bake(template_repo, tmp_path)
+    commit = improve_template(tpl, env, "improved upstream")
+    code, shown = run_in_terminal([BIN / "cruft", "update"], repo, env, {"Apply diff and update?": "y"})
+    assert code == 0 and "Traceback" not in shown and "AssertionError" not in shown, shown
+    assert "Apply diff and update?" in shown, shown
+    assert_updated(repo, "improved upstream", commit, shown)
 
 
 # --- S3 remote against moto_server ----------------------------------------------------------------------
