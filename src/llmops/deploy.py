@@ -283,7 +283,7 @@ def smoke_test(params: Params, version_dir: Path) -> dict:
     if params.paths.prepared_eval.is_file():
         first = read_jsonl(params.paths.prepared_eval, strict=False)[:1]
         if first:
-            messages = first[0][1].get("messages") or messages
+            messages = first[0][1].get("messages") or messages  # a prepared chat line (prepare validated it)
     body = json.dumps(
         {"model": "tuned", "messages": messages, "max_tokens": params.deploy.smoke_max_tokens, "temperature": 0}
     ).encode()
@@ -319,7 +319,7 @@ def _stage_version(params: Params, card: str, dest: Path) -> Path:
     shutil.copytree(params.paths.adapter_dir, staged)
     (staged / "README.md").write_text(card, encoding="utf-8")
     (root / "README.md").write_text(card, encoding="utf-8")
-    identity = read_json(params.paths.base_identity)
+    identity = read_json(params.paths.base_identity)  # plain JSON: keys depend on the source (see _base_identity)
     base = root / "base"
     if identity.get("source") == "hub":  # the hub pins it: id + commit, no weights copied
         base.mkdir(parents=True)
