@@ -244,6 +244,25 @@ def test_missing_inputs_render_not_available(tmp_path, monkeypatch):
         assert "_not available_" in section(text, title), title
 
 
+def test_a_report_that_breaks_its_contract_is_named_not_rendered(tmp_path, monkeypatch):
+    make_workdir(tmp_path, raw_params())
+    monkeypatch.chdir(tmp_path)
+    reports = tmp_path / "reports"
+    reports.mkdir(exist_ok=True)
+    bad_gate = json.loads((REPORT_EXAMPLES / "gate.json").read_text())
+    bad_gate["verdict"] = "maybe"
+    del bad_gate["rules"][1]["binding"]
+    put(tmp_path, "reports/gate.json", bad_gate)
+    put(tmp_path, "reports/data.json", dict(json.loads((REPORT_EXAMPLES / "data.json").read_text()), leaked=-1))
+    put(tmp_path, "reports/mlflow_run.json", {"run_id": "", "experiment_id": "1", "tracking_uri": "sqlite:///m.db"})
+    text = report.build(load_params(), "main")
+    gate_part = section(text, "Quality gate")
+    assert gate_part.startswith("## Quality gate\n\n**Verdict: not available** (_not available_ (")
+    assert "gate.json: verdict: Input should be 'pass', 'fail' or 'error'; rules.1.binding: Field required" in gate_part
+    assert "data.json: leaked: Input should be greater than or equal to 0" in section(text, "Data")
+    assert "Gate: **not available**" in text and "MLflow run `not available`" in text  # empty run id: no run
+
+
 def test_huge_judge_items_are_trimmed_first_and_said_so(pr_repo):
     put(
         pr_repo,

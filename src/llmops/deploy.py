@@ -48,6 +48,7 @@ from llmops import schemas
 from llmops.artifacts import md_table, read_json, read_jsonl, sha256_file, sha256_tree, write_text
 from llmops.config import PARAMS_FILE, Params
 from llmops.errors import StageError
+from llmops.schemas import DataStats, EvalComparison, GateReport, JudgeReport, Model, Verdict
 from llmops.tracking import mlflow
 
 PREVIOUS_TAG = "previous_version"
@@ -74,7 +75,7 @@ def require_tracking_uri(params: Params) -> str:
     return uri
 
 
-def check_gate(params: Params) -> dict:
+def check_gate(params: Params) -> GateReport:
     """The gate rules, re-evaluated here from the metrics for the current adapter; StageError unless they pass.
 
     reports/gate.json is only compared, never trusted: it is a file anyone can write."""
@@ -84,34 +85,23 @@ def check_gate(params: Params) -> dict:
     if not adapter.is_dir():
         raise StageError(f"{adapter}: adapter folder missing; refusing to deploy")
     fresh = gate_mod.evaluate(params)
-    if hasattr(fresh, "model_dump"):
-        fresh = fresh.model_dump(mode="json")
-    fresh = dict(fresh)
-    recorded = _optional_json(params.paths.report("gate.json"))
-    said = recorded.get("verdict") if isinstance(recorded, dict) else None
-    if fresh.get("verdict") != "pass" or fresh.get("exit_code") != 0:
-        why = "; ".join(
-            [
-                *(str(e) for e in fresh.get("errors") or []),
-                *(
-                    str(r.get("reason") or r.get("rule"))
-                    for r in fresh.get("rules") or []
-                    if isinstance(r, dict) and r.get("binding") and not r.get("passed")
-                ),
-            ][:5]
-        )
+    recorded = _report(params, schemas.GATE, GateReport)
+    said = recorded.verdict if recorded is not None else None
+    if fresh.verdict is not Verdict.passed or fresh.exit_code != 0:
+        failed = [str(r.reason or r.rule) for r in fresh.rules if r.binding and not r.passed]
+        why = "; ".join([*fresh.errors, *failed][:5])
         raise StageError(
-            f"gate rules re-evaluated from the metrics: verdict {fresh.get('verdict')!r} "
-            f"(exit_code {fresh.get('exit_code')})"
+            f"gate rules re-evaluated from the metrics: verdict {fresh.verdict.value!r} "
+            f"(exit_code {fresh.exit_code})"
             + (f": {why}" if why else "")
-            + (f"; reports/gate.json says {said!r}" if said and said != fresh.get("verdict") else "")
+            + (f"; reports/gate.json says {said.value!r}" if said is not None and said != fresh.verdict else "")
             + "; refusing to deploy"
         )
     current = sha256_tree(adapter)
-    if fresh.get("adapter_sha256") not in (None, current):
+    if fresh.adapter_sha256 not in (None, current):
         raise StageError(
-            f"gate evaluated adapter {str(fresh.get('adapter_sha256'))[:12]}, not the current adapter "
-            f"{current[:12]}; refusing to deploy"
+            f"gate evaluated adapter {fresh.adapter_sha256[:12]}, not the current adapter {current[:12]}; "
+            "refusing to deploy"
         )
     return fresh
 
@@ -124,22 +114,27 @@ def _git(*args: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def _optional_json(path: Path) -> Any:
-    """None when missing; a contracted report (llmops.schemas) that breaks its contract stops the deploy."""
-    if path.name in schemas.CONTRACTS and path.is_file():
-        return schemas.read_plain(path)
+def _report(params: Params, name: str, model: type[Model]) -> Model | None:
+    """A report validated against its contract; None when missing. One that breaks its contract stops the deploy."""
+    path = params.paths.report(name)
+    return schemas.read(path, model) if path.is_file() else None
+
+
+def _base_identity(path: Path) -> dict[str, Any]:
+    """paths.base_dir/identity.json, or {} when missing or unreadable. No contract: its keys depend on where the
+    base came from (built, local folder, hub), and llmops.model reads it as plain JSON too."""
     try:
-        return read_json(path)
+        return read_json(path) or {}
     except (OSError, json.JSONDecodeError):
-        return None
+        return {}
 
 
 def lineage(params: Params) -> dict[str, Any]:
     """Where this adapter came from: code, params, data, base model and DVC's own output hashes."""
     paths = params.paths
-    identity = _optional_json(paths.base_identity) or {}
+    identity = _base_identity(paths.base_identity)
     lock = {}
-    if Path("dvc.lock").is_file():
+    if Path("dvc.lock").is_file():  # DVC's own file format, read as plain YAML
         stages = (yaml.safe_load(Path("dvc.lock").read_text()) or {}).get("stages", {})
         lock = {o["path"]: o.get("md5") for s in stages.values() for o in s.get("outs", []) if "path" in o}
     status = _git("status", "--porcelain")
@@ -157,19 +152,17 @@ def lineage(params: Params) -> dict[str, Any]:
     }
 
 
-def model_card(params: Params, lin: dict, gate: dict) -> str:
+def model_card(params: Params, lin: dict, gate: GateReport) -> str:
     """A Hugging Face model card: YAML metadata (incl. model-index) + the sections a reviewer needs."""
-    reports = params.paths.reports
-    compare = _optional_json(reports / "eval_compare.json") or {}
-    data = _optional_json(reports / "data.json") or {}
-    judge = _optional_json(reports / "judge.json") or {}
-    tasks = compare.get("tasks") or {}
+    compare = _report(params, schemas.EVAL_COMPARE, EvalComparison)
+    data = _report(params, schemas.DATA, DataStats)
+    judge = _report(params, schemas.JUDGE, JudgeReport)
+    tasks = compare.tasks if compare is not None else {}
     results = []
     for name, t in tasks.items():
         metrics = [
-            {"type": t.get("metric", "score"), "name": f"{t.get('metric', 'score')} ({side})", "value": t.get(side)}
-            for side in ("tuned", "base")
-            if isinstance(t.get(side), (int, float))
+            {"type": t.metric, "name": f"{t.metric} ({side})", "value": value}
+            for side, value in (("tuned", t.tuned), ("base", t.base))
         ]
         results.append(
             {
@@ -183,28 +176,25 @@ def model_card(params: Params, lin: dict, gate: dict) -> str:
         "base_model": base if base != "tiny" else None,  # the demo's tiny base is built locally, not on the hub
         "library_name": "peft",
         "pipeline_tag": "text-generation",
-        "tags": ["lora", "peft", "llmops", f"gate-{gate.get('verdict')}"],
+        "tags": ["lora", "peft", "llmops", f"gate-{gate.verdict}"],
         "datasets": [str(params.paths.raw_train), str(params.paths.raw_eval)],
         "model-index": [{"name": params.deploy.registry_name, "results": results}],
     }
     meta = {k: v for k, v in meta.items() if v is not None}
     table = md_table(
         ["task", "kind", "metric", "n", "base", "tuned", "delta 95% CI", "ratio"],
-        [
-            [n, *(t.get(k) for k in ("kind", "metric", "n", "base", "tuned", "delta_ci", "ratio"))]
-            for n, t in tasks.items()
-        ]
+        [[n, t.kind, t.metric, t.n, t.base, t.tuned, t.delta_ci, t.ratio] for n, t in tasks.items()]
         or [["not available", "", "", "", "", "", "", ""]],
     )
     judged = (
         "\n".join(
-            f"- {r}: tuned mean {(v.get('tuned') or {}).get('mean')} (base {(v.get('base') or {}).get('mean')})"
-            for r, v in (judge.get("rubrics") or {}).items()
+            f"- {r}: tuned mean {v.tuned.mean} (base {v.base.mean})"
+            for r, v in (judge.rubrics if judge is not None else {}).items()
         )
         or "- not available"
     )
     train = params.train.model_dump(mode="json")
-    split = lambda s: (data.get(s) or {}).get("final")  # noqa: E731
+    n_train, n_eval, labels = (data.train.final, data.eval.final, data.labels) if data is not None else (None, None, [])
     return "\n".join(
         [
             "---",
@@ -219,8 +209,8 @@ def model_card(params: Params, lin: dict, gate: dict) -> str:
             "",
             "## Data",
             "",
-            f"Training data `{params.paths.raw_train}` ({split('train')} examples after validation), held-out "
-            f"evaluation `{params.paths.raw_eval}` ({split('eval')} examples); labels: {', '.join(data.get('labels') or [])}. "
+            f"Training data `{params.paths.raw_train}` ({n_train} examples after validation), held-out "
+            f"evaluation `{params.paths.raw_eval}` ({n_eval} examples); labels: {', '.join(labels)}. "
             f"Prepared data sha256 `{lin['data_sha256']}`.",
             "",
             "## Training parameters",
@@ -236,7 +226,7 @@ def model_card(params: Params, lin: dict, gate: dict) -> str:
             "LLM judge:",
             judged,
             "",
-            f"Gate verdict: **{gate.get('verdict')}** ({len(gate.get('rules', []))} rules; see `gate.json` logged with this version).",
+            f"Gate verdict: **{gate.verdict}** ({len(gate.rules)} rules; see `gate.json` logged with this version).",
             "",
             "## Lineage",
             "",
@@ -293,7 +283,7 @@ def smoke_test(params: Params, version_dir: Path) -> dict:
     if params.paths.prepared_eval.is_file():
         first = read_jsonl(params.paths.prepared_eval, strict=False)[:1]
         if first:
-            messages = first[0][1].get("messages") or messages
+            messages = first[0][1].get("messages") or messages  # a prepared chat line (prepare validated it)
     body = json.dumps(
         {"model": "tuned", "messages": messages, "max_tokens": params.deploy.smoke_max_tokens, "temperature": 0}
     ).encode()
@@ -307,6 +297,7 @@ def smoke_test(params: Params, version_dir: Path) -> dict:
             answer = json.loads(resp.read())
             status = resp.status
         latency = time.perf_counter() - start
+    # the server's JSON, read as plain data: a malformed answer is a failed smoke test, not an exception
     content = ((answer.get("choices") or [{}])[0].get("message") or {}).get("content")
     ok = status == 200 and isinstance(content, str) and latency <= params.deploy.smoke_max_latency_s
     return {
@@ -328,7 +319,7 @@ def _stage_version(params: Params, card: str, dest: Path) -> Path:
     shutil.copytree(params.paths.adapter_dir, staged)
     (staged / "README.md").write_text(card, encoding="utf-8")
     (root / "README.md").write_text(card, encoding="utf-8")
-    identity = read_json(params.paths.base_identity)
+    identity = read_json(params.paths.base_identity)  # plain JSON: keys depend on the source (see _base_identity)
     base = root / "base"
     if identity.get("source") == "hub":  # the hub pins it: id + commit, no weights copied
         base.mkdir(parents=True)
@@ -400,7 +391,7 @@ def run(params: Params, smoke: SmokeTest | None = None) -> dict:
         "base_model": lin["base_model"],
         "base_revision": str(lin["base_revision"]),
         "base_weights_sha256": str(lin["base_weights_sha256"]),
-        "gate_verdict": gate["verdict"],
+        "gate_verdict": gate.verdict.value,
     }
     run_ = client.create_run(
         exp_id, run_name=f"deploy-{lin['adapter_sha256'][:12]}", tags={"llmops.stage": "deploy", **tags}
@@ -410,9 +401,9 @@ def run(params: Params, smoke: SmokeTest | None = None) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             staged = _stage_version(params, card, Path(tmp))
             client.log_artifacts(run_id, str(staged), "model")
-            write_text(Path(tmp) / "gate.json", json.dumps(gate, indent=2, sort_keys=True, default=str))
+            write_text(Path(tmp) / "gate.json", json.dumps(gate.model_dump(mode="json"), indent=2, sort_keys=True))
             client.log_artifact(run_id, str(Path(tmp) / "gate.json"), "reports")  # the re-evaluated verdict
-            for report in ("eval_compare.json", "judge.json", "data.json", "model_card.md"):
+            for report in (schemas.EVAL_COMPARE, schemas.JUDGE, schemas.DATA, "model_card.md"):
                 if params.paths.report(report).is_file():
                     client.log_artifact(run_id, str(params.paths.report(report)), "reports")
             client.log_dict(run_id, lin, "lineage.json")
@@ -478,7 +469,8 @@ def redeploy(params: Params, version: str, smoke: SmokeTest | None = None) -> di
         raise StageError(
             f"registered model {name!r} has no version {version!r}; see the registry for versions"
         ) from None
-    if mv.tags.get("gate_verdict") != "pass" or mv.tags.get("smoke_test") != "passed":
+    # MLflow tags: the registry's free-form str -> str map, as deploy wrote them
+    if mv.tags.get("gate_verdict") != Verdict.passed or mv.tags.get("smoke_test") != "passed":
         raise StageError(
             f"{name} version {version}: gate {mv.tags.get('gate_verdict')!r}, smoke test "
             f"{mv.tags.get('smoke_test')!r}; only a gated, smoke-tested version is redeployed"

@@ -26,6 +26,7 @@ from llmops.artifacts import clip, md_cell, md_table, read_jsonl, write_text
 from llmops.config import Params
 from llmops.errors import DataError
 from llmops.github import MARKER
+from llmops.schemas import DataStats, EvalComparison, EvalResults, GateReport, JudgeReport, MlflowRun, Model, Verdict
 
 BASE_REF_ENV = "LLMOPS_REPORT_BASE_REF"
 NA = "_not available_"
@@ -41,19 +42,23 @@ class Section:
         return f"## {self.title}\n\n{self.body.rstrip()}\n"
 
 
-def _read(path: Path) -> tuple[Any, str | None]:
-    """(data, None) or (None, why it is not available)."""
+def _read(path: Path, model: type[Model]) -> tuple[Model | None, str | None]:
+    """(the validated model, None) or (None, why it is not available): a field that breaks its contract is
+    named, never rendered."""
     if not path.is_file():
         return None, f"{NA} ({path} missing)"
-    if path.name in schemas.CONTRACTS:  # validated: a field that breaks its contract is named, never rendered
-        try:
-            return schemas.read_plain(path), None
-        except schemas.ContractError as exc:
-            return None, f"{NA} ({exc})"
     try:
-        return json.loads(path.read_text(encoding="utf-8")), None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return None, f"{NA} ({path} is not valid JSON: {exc})"
+        return schemas.read(path, model), None
+    except schemas.ContractError as exc:
+        return None, f"{NA} ({exc})"
+
+
+def _read_plain_json(path: Path) -> Any:
+    """A report file with no contract (base.json, train_perf.json: free-form metrics), or None."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
 
 
 def _f(value: Any, digits: int = 3) -> str:
@@ -68,8 +73,8 @@ def _g(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else _f(value)
 
 
-def _ci(pair: Any) -> str:
-    return f"[{_f(pair[0])}, {_f(pair[1])}]" if isinstance(pair, list) and len(pair) == 2 else ""
+def _ci(pair: list[float] | None) -> str:
+    return "" if pair is None else f"[{_f(pair[0])}, {_f(pair[1])}]"
 
 
 def _dvc_diff(kind: str, base_ref: str) -> str:
@@ -124,6 +129,7 @@ def metrics_diff_section(base_ref: str) -> str:
         return why or NA
     decision, bookkeeping = [], []
     order = {name: i for i, name in enumerate(DECISION_FILES)}
+    # `dvc metrics diff --json`: {file: {dotted key: {old, new, diff}}}, DVC's output, so read as plain JSON
     for path in sorted(diff, key=lambda p: (order.get(Path(p).name, len(order)), p)):
         for key, change in sorted((diff[path] or {}).items()):
             if not isinstance(change, dict):
@@ -178,6 +184,8 @@ def _load_tuned_samples(params: Params, read) -> tuple[dict[str, list[dict]], di
 
 
 def _environment(path_text: str | None) -> str | None:
+    """The hardware path a train_perf.json records. No contract: it is free-form, and the base branch's copy may
+    predate the environment record or have another shape."""
     try:
         env = json.loads(path_text or "").get("environment") or {}
     except (json.JSONDecodeError, AttributeError):
@@ -269,26 +277,25 @@ def vs_base_section(params: Params, base_ref: str) -> str:
     return "\n".join(lines)
 
 
-def gate_section(gate: dict | None, why: str | None) -> str:
+def gate_section(gate: GateReport | None, why: str | None) -> str:
     if gate is None:
         return f"**Verdict: not available** ({why}). Without a gate verdict nothing deploys."
-    icon = {"pass": "✅", "fail": "❌"}.get(gate.get("verdict"), "⚠️")
+    icon = {Verdict.passed: "✅", Verdict.failed: "❌"}.get(gate.verdict, "⚠️")
     lines = [
-        f"**Verdict: {icon} {gate.get('verdict')}** (exit code {gate.get('exit_code')}; "
-        f"adapter `{str(gate.get('adapter_sha256'))[:12]}`)",
+        f"**Verdict: {icon} {gate.verdict}** (exit code {gate.exit_code}; adapter `{str(gate.adapter_sha256)[:12]}`)",
         "",
     ]
     rows = [
         [
-            "✅" if r.get("passed") else "❌" if r.get("binding") else "⚠️",
-            r.get("rule"),
-            "binding" if r.get("binding") else "advisory",
-            _g(r.get("observed")),
-            f"{r.get('op')} {_g(r.get('threshold'))}",
-            r.get("reason"),
-            r.get("detail"),
+            "✅" if r.passed else "❌" if r.binding else "⚠️",
+            r.rule,
+            "binding" if r.binding else "advisory",
+            _g(r.observed),
+            f"{r.op} {_g(r.threshold)}",
+            r.reason,
+            r.detail,
         ]
-        for r in gate.get("rules", [])
+        for r in gate.rules
     ]
     lines.append(md_table(["", "rule", "kind", "observed", "threshold", "reason", "statistics"], rows))
     lines += [
@@ -298,42 +305,40 @@ def gate_section(gate: dict | None, why: str | None) -> str:
         "(`gate.regression_rule: point`) or its one-sided lower confidence bound (`noninferiority`); "
         "the statistics column gives both. *one item* is what a single eval answer moves a task's score.",
     ]
-    if gate.get("errors"):
-        lines += ["", "**The gate could not judge:**", *[f"- {md_cell(e, 500)}" for e in gate["errors"]]]
+    if gate.errors:
+        lines += ["", "**The gate could not judge:**", *[f"- {md_cell(e, 500)}" for e in gate.errors]]
     return "\n".join(lines)
 
 
-def tasks_section(compare: dict | None, why: str | None) -> str:
+def tasks_section(compare: EvalComparison | None, why: str | None) -> str:
     if compare is None:
         return why or NA
     rows = []
-    for name, t in (compare.get("tasks") or {}).items():
-        n = t.get("n")
-        moved = f"+{t.get('gained')} / -{t.get('lost')}" if t.get("binary") else "-"
+    for name, t in compare.tasks.items():
+        moved = f"+{t.gained} / -{t.lost}" if t.binary else "-"
         rows.append(
             [
                 name,
-                t.get("kind"),
-                t.get("metric"),
-                n,
-                _f(1 / n) if isinstance(n, int) and n else None,
-                _f(t.get("base")),
-                _f(t.get("tuned")),
-                f"{_f(t.get('delta'))} {_ci(t.get('delta_ci'))}",
-                f"{_f(t.get('ratio'))} {_ci(t.get('ratio_ci'))}",
+                t.kind,
+                t.metric,
+                t.n,
+                _f(t.resolution()),
+                _f(t.base),
+                _f(t.tuned),
+                f"{_f(t.delta)} {_ci(t.delta_ci)}",
+                f"{_f(t.ratio)} {_ci(t.ratio_ci)}",
                 moved,
-                _f(t.get("p_value"), 4),
-                t.get("test"),
+                _f(t.p_value, 4),
+                t.test,
             ]
         )
     notes = []
-    for name, t in (compare.get("tasks") or {}).items():
-        b = t.get("baseline") or {}
-        if b:
+    for name, t in compare.tasks.items():
+        if (b := t.baseline) is not None:
+            above = "above" if t.tuned > max(b.chance, b.majority) else "**not above**"
             notes.append(
-                f"- {name}: input-blind baselines from the eval labels: chance {_f(b.get('chance'))} "
-                f"({b.get('labels')} labels), majority class {_f(b.get('majority'))}; tuned "
-                f"{_f(t.get('tuned'))} is {'above' if (t.get('tuned') or 0) > max(b.get('chance', 0), b.get('majority', 0)) else '**not above**'} both."
+                f"- {name}: input-blind baselines from the eval labels: chance {_f(b.chance)} "
+                f"({b.labels} labels), majority class {_f(b.majority)}; tuned {_f(t.tuned)} is {above} both."
             )
     for finding in degenerate_findings(compare):
         notes.append(f"- ⚠️ **Degenerate output**: {finding}.")
@@ -361,25 +366,16 @@ def tasks_section(compare: dict | None, why: str | None) -> str:
     )
 
 
-def degenerate_findings(compare: dict | None) -> list[str]:
+def degenerate_findings(compare: EvalComparison | None) -> list[str]:
     """Plain-words findings about the tuned model's answers (all empty, all alike), per task."""
-    from llmops.schemas import ContractError, EvalComparison, validate
-
-    try:
-        parsed = validate(compare, EvalComparison, "eval_compare.json")
-    except ContractError:
+    if compare is None:
         return []
-    return [f"{name}: {finding}" for name, t in parsed.tasks.items() if (finding := t.degenerate())]
+    return [f"{name}: {finding}" for name, t in compare.tasks.items() if (finding := t.degenerate())]
 
 
-def chart_section(compare: dict | None, why: str | None) -> str:
+def chart_section(compare: EvalComparison | None, why: str | None) -> str:
     """A Mermaid xychart GitHub renders: two bar series on alternating slots, so bars never overlap."""
-    tasks = (compare or {}).get("tasks") or {}
-    pairs = [
-        (n, t.get("base"), t.get("tuned"))
-        for n, t in tasks.items()
-        if isinstance(t.get("base"), (int, float)) and isinstance(t.get("tuned"), (int, float))
-    ]
+    pairs = [(n, t.base, t.tuned) for n, t in compare.tasks.items()] if compare is not None else []
     if not pairs:
         return why or NA
     labels = ", ".join(
@@ -403,34 +399,33 @@ def chart_section(compare: dict | None, why: str | None) -> str:
     )
 
 
-def judge_section(judge: dict | None, why: str | None) -> str:
+def judge_section(judge: JudgeReport | None, why: str | None) -> str:
     if judge is None:
         return why or NA
     rows = [
         [
             name,
-            _f((r.get("tuned") or {}).get("mean")),
-            _ci((r.get("tuned") or {}).get("ci")),
-            _f((r.get("base") or {}).get("mean")),
-            _f(r.get("delta")),
-            _f((r.get("tuned") or {}).get("pass_rate")),
-            (r.get("tuned") or {}).get("n"),
+            _f(r.tuned.mean),
+            _ci(r.tuned.ci),
+            _f(r.base.mean),
+            _f(r.delta),
+            _f(r.tuned.pass_rate),
+            r.tuned.n,
         ]
-        for name, r in (judge.get("rubrics") or {}).items()
+        for name, r in judge.rubrics.items()
     ]
-    cal = judge.get("calibration") or {}
-    tokens = judge.get("tokens") or {}
+    cal, tokens = judge.calibration, judge.tokens
     return "\n".join(
         [
-            f"Judge `{judge.get('judge_model')}` ({judge.get('provider')}); calibrated: **{cal.get('calibrated')}** "
-            f"(kappa {_f(cal.get('kappa'))} vs min {_f(cal.get('min_kappa'))} on {cal.get('n')} human labels; "
-            f"{md_cell(cal.get('reason', ''), 200)}). Uncalibrated judge scores are advisory.",
+            f"Judge `{judge.judge_model}` ({judge.provider}); calibrated: **{cal.calibrated}** "
+            f"(kappa {_f(cal.kappa)} vs min {_f(cal.min_kappa)} on {cal.n} human labels; "
+            f"{md_cell(cal.reason, 200)}). Uncalibrated judge scores are advisory.",
             "",
             md_table(["rubric", "tuned mean", "CI", "base mean", "delta", "tuned pass rate", "n"], rows),
             "",
-            f"invalid rate {_f(judge.get('invalid_rate'))}, failure rate {_f(judge.get('failure_rate'))}, "
-            f"{judge.get('calls')} calls ({_f(judge.get('cache_hit_rate'))} cache hits), "
-            f"tokens {tokens.get('prompt')} in / {tokens.get('completion')} out, cost ${_f(judge.get('cost_usd'), 4)}",
+            f"invalid rate {_f(judge.invalid_rate)}, failure rate {_f(judge.failure_rate)}, "
+            f"{judge.calls} calls ({_f(judge.cache_hit_rate)} cache hits), "
+            f"tokens {tokens.prompt} in / {tokens.completion} out, cost ${_f(judge.cost_usd, 4)}",
         ]
     )
 
@@ -439,6 +434,8 @@ def worst_items_section(path: Path, n: int) -> str:
     """The n lowest-scored judgments of the tuned model's eval answers (reports/judge_items.jsonl)."""
     if not path.is_file():
         return f"{NA} ({path} missing)"
+    # No contract for these lines (the judge writes one free-form JSON object per judgment, and a bad line must
+    # cost one row, not the section), so they are read as plain dicts.
     items = [
         item
         for _, item in read_jsonl(path, strict=False)  # a bad line costs one row, not the comment
@@ -463,72 +460,78 @@ def worst_items_section(path: Path, n: int) -> str:
     return md_table(["item", "rubric", "score", "tuned answer", "reference", "judge's reasoning"], rows)
 
 
-def data_section(data: dict | None, why: str | None) -> str:
+def data_section(data: DataStats | None, why: str | None) -> str:
     if data is None:
         return why or NA
     rows = []
-    for split in ("train", "eval"):
-        s = data.get(split) or {}
-        tok = s.get("tokens") or {}
+    for split, s in (("train", data.train), ("eval", data.eval)):
         rows.append(
             [
                 split,
-                s.get("raw"),
-                s.get("final"),
-                s.get("duplicates_dropped"),
-                s.get("dropped_too_long"),
-                s.get("truncated"),
-                _f(tok.get("mean"), 1),
-                tok.get("max"),
-                ", ".join(f"{k}: {v}" for k, v in (s.get("labels") or {}).items()),
+                s.raw,
+                s.final,
+                s.duplicates_dropped,
+                s.dropped_too_long,
+                s.truncated,
+                _f(s.tokens.mean if s.tokens else None, 1),
+                s.tokens.max if s.tokens else None,
+                ", ".join(f"{k}: {v}" for k, v in s.labels.items()),
             ]
         )
+    leak = data.leakage
     return (
         md_table(
             ["split", "raw", "final", "duplicates", "too long", "truncated", "mean tokens", "max tokens", "labels"],
             rows,
         )
-        + f"\n\nTrain/eval leakage: {data.get('leaked')} pair(s) at or above the threshold"
-        + (
-            f" (most similar pair {_f(leak.get('max_similarity'), 2)} vs threshold {_f(leak.get('threshold'), 2)})"
-            if (leak := data.get("leakage") or {})
-            else ""
-        )
-        + f"; truncation policy: {data.get('truncation_policy')}."
+        + f"\n\nTrain/eval leakage: {data.leaked} pair(s) at or above the threshold"
+        + f" (most similar pair {_f(leak.max_similarity, 2)} vs threshold {_f(leak.threshold, 2)})"
+        + f"; truncation policy: {data.truncation_policy}."
     )
 
 
+def _seconds(path: Path) -> float | None:
+    """The wall seconds a report file records, if it records any."""
+    if path.name in schemas.CONTRACTS:
+        data, _ = _read(path, schemas.CONTRACTS[path.name])
+        if isinstance(data, EvalResults):
+            return data.runtime_s
+        if isinstance(data, JudgeReport):
+            return data.timing_s.get("total")  # timing_s holds the phases the judge ran, total among them
+        return None
+    data = _read_plain_json(path)  # no contract (base.json, train_perf.json): free-form metrics
+    if not isinstance(data, dict):
+        return None
+    timing = data.get("timing_s")
+    seconds = data.get("runtime_s", timing.get("total") if isinstance(timing, dict) else None)
+    return seconds if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None
+
+
 def runtime_section(reports: Path) -> str:
-    rows = []
-    for path in sorted(reports.glob("*.json")):
-        data, _ = _read(path)
-        if not isinstance(data, dict):
-            continue
-        seconds = data.get(
-            "runtime_s", (data.get("timing_s") or {}).get("total") if isinstance(data.get("timing_s"), dict) else None
-        )
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
-            rows.append([path.stem, _f(float(seconds), 1)])
+    rows = [
+        [path.stem, _f(float(seconds), 1)]
+        for path in sorted(reports.glob("*.json"))
+        if (seconds := _seconds(path)) is not None
+    ]
     return md_table(["stage (report file)", "runtime (s)"], rows) if rows else NA
 
 
 def build(params: Params, base_ref: str) -> str:
     """The whole document, already trimmed to params.report.max_chars."""
     paths, cfg = params.paths, params.report
-    gate, gate_why = _read(paths.report("gate.json"))
-    compare, compare_why = _read(paths.report("eval_compare.json"))
-    judge, judge_why = _read(paths.report("judge.json"))
-    data, data_why = _read(paths.report("data.json"))
-    run, _ = _read(paths.report("mlflow_run.json"))
-    run_id = run.get("run_id") if isinstance(run, dict) else None
+    gate, gate_why = _read(paths.report(schemas.GATE), GateReport)
+    compare, compare_why = _read(paths.report(schemas.EVAL_COMPARE), EvalComparison)
+    judge, judge_why = _read(paths.report(schemas.JUDGE), JudgeReport)
+    data, data_why = _read(paths.report(schemas.DATA), DataStats)
+    run, _ = _read(paths.report(schemas.MLFLOW_RUN), MlflowRun)
     head = "\n".join(
         [
             MARKER,
             "# llmops report",
             "",
-            f"Gate: **{(gate or {}).get('verdict', 'not available')}** · base ref `{base_ref}` · "
-            f"MLflow run `{run_id or 'not available'}`"
-            + (f" (experiment {run.get('experiment_id')})" if run_id else ""),
+            f"Gate: **{gate.verdict if gate else 'not available'}** · base ref `{base_ref}` · "
+            f"MLflow run `{run.run_id if run else 'not available'}`"
+            + (f" (experiment {run.experiment_id})" if run else ""),
             "",
             *[f"> ⚠️ **Degenerate output**: {finding}." for finding in degenerate_findings(compare)],
             "",
@@ -544,7 +547,7 @@ def build(params: Params, base_ref: str) -> str:
         Section("LLM judge", judge_section(judge, judge_why), keep=50),
         Section(
             f"Worst-scored items (tuned, lowest {cfg.worst_items})",
-            worst_items_section(paths.report("judge_items.jsonl"), cfg.worst_items),
+            worst_items_section(paths.report(schemas.JUDGE_ITEMS), cfg.worst_items),
             keep=10,
         ),
         Section("Data", data_section(data, data_why), keep=30),
@@ -581,7 +584,7 @@ def fit(head: str, sections: list[Section], max_chars: int) -> str:
 def run(params: Params, base_ref: str | None = None) -> dict:
     ref = base_ref or os.environ.get(BASE_REF_ENV) or params.report.base_ref
     text = with_build_mode(build(params, ref))
-    out = params.paths.report("report.md")
+    out = params.paths.report(schemas.REPORT)
     write_text(out, text)
     return {"report": str(out), "chars": len(text), "base_ref": ref, "trimmed": "**Trimmed**" in text}
 

@@ -333,6 +333,15 @@ class GateReport(Contract):
     summary: str
 
 
+class MlflowRun(Contract):
+    """reports/mlflow_run.json (llmops.train.log_mlflow): the training run later stages log into. Not in CONTRACTS
+    (it holds no metric, and dvc.yaml does not declare it one); tests/test_schemas.py checks the committed file."""
+
+    run_id: str = Field(min_length=1)
+    experiment_id: str
+    tracking_uri: str  # credentials stripped (artifacts.safe_url)
+
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -363,7 +372,7 @@ def _msg(error: dict) -> str:
     return error["msg"]
 
 
-# Every contracted file by name: readers that only render a file (report, deploy) validate it through this.
+# Every contracted file by name (tests/test_schemas.py checks each committed one and each example against it).
 CONTRACTS: dict[str, type[BaseModel]] = {
     DATA: DataStats,
     TRAIN: TrainMetrics,
@@ -373,11 +382,6 @@ CONTRACTS: dict[str, type[BaseModel]] = {
     JUDGE: JudgeReport,
     GATE: GateReport,
 }
-
-
-def read_plain(path: Path) -> Any:
-    """A contracted report file validated by the model its name names, returned as plain JSON data."""
-    return read(path, CONTRACTS[path.name]).model_dump(mode="json")
 
 
 def write(path: Path, model: BaseModel) -> None:
