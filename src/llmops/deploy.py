@@ -279,7 +279,7 @@ def smoke_test(params: Params, version_dir: Path) -> dict:
     chat request to "tuned", check the answer and latency."""
     from llmops.serve import running_server  # the judge's OpenAI-compatible server
 
-    messages = [{"role": "user", "content": "Smoke test: a fiber cut isolated site B18."}]
+    messages = [{"role": "user", "content": "Smoke test: answer in one word."}]
     if params.paths.prepared_eval.is_file():
         first = read_jsonl(params.paths.prepared_eval, strict=False)[:1]
         if first:

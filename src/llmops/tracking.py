@@ -12,10 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from llmops.artifacts import read_json
+from llmops import schemas
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-RUN_FILE = "mlflow_run.json"
 
 
 def tracking_uri() -> str:
@@ -49,10 +48,10 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
 
 def log_to_training_run(reports: Path, metrics: dict[str, Any], prefix: str) -> str | None:
     """Log numeric `metrics` into the MLflow run of the training they describe; returns its id."""
-    run_file = reports / RUN_FILE
+    run_file = reports / schemas.MLFLOW_RUN
     if not run_file.is_file():
         return None
-    run_id = read_json(run_file)["run_id"]
+    run_id = schemas.read(run_file, schemas.MlflowRun).run_id
     ml = mlflow()
     numeric = {
         f"{prefix}.{k}": float(v)

@@ -265,7 +265,7 @@ def process_age_s() -> float:
 
 def log_mlflow(params: Params, metrics: dict, perf: dict, history: list[dict[str, Any]]) -> None:
     """One MLflow run per training: params, per-step loss, final metrics, environment, base identity."""
-    from llmops.tracking import RUN_FILE, flatten, mlflow, tracking_uri
+    from llmops.tracking import flatten, mlflow, tracking_uri
 
     ml = mlflow()
     ml.set_experiment(params.train.mlflow_experiment)
@@ -291,9 +291,9 @@ def log_mlflow(params: Params, metrics: dict, perf: dict, history: list[dict[str
         ml.log_dict(identity(paths), "base_identity.json")
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
     # credentials can ride in a tracking URI (https://user:token@host): keep only scheme and host/path
-    write_json(
-        paths.report(RUN_FILE),
-        {"run_id": run_id, "experiment_id": experiment_id, "tracking_uri": safe_url(tracking_uri())},
+    schemas.write(
+        paths.report(schemas.MLFLOW_RUN),
+        schemas.MlflowRun(run_id=run_id, experiment_id=experiment_id, tracking_uri=safe_url(tracking_uri())),
     )
 
 
