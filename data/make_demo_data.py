@@ -210,6 +210,106 @@ FACTS = [
     ("Which continent is Egypt in?", "Africa"),
     ("What is the opposite of hot?", "cold"),
 ]
+# Extra facts for --more-facts (146 in all): general sets where one item is not the verdict. Not in the shipped
+# data: with them the tiny base's recall churns under tuning (reports/bench.md, "Gate stability: attempts").
+CAPITALS = [
+    ("Sweden", "Stockholm"),
+    ("Finland", "Helsinki"),
+    ("Denmark", "Copenhagen"),
+    ("Iceland", "Reykjavik"),
+    ("Belgium", "Brussels"),
+    ("the Netherlands", "Amsterdam"),
+    ("Switzerland", "Bern"),
+    ("Hungary", "Budapest"),
+    ("Romania", "Bucharest"),
+    ("Bulgaria", "Sofia"),
+    ("Serbia", "Belgrade"),
+    ("Croatia", "Zagreb"),
+    ("Slovenia", "Ljubljana"),
+    ("Slovakia", "Bratislava"),
+    ("Czechia", "Prague"),
+    ("Ukraine", "Kyiv"),
+    ("Belarus", "Minsk"),
+    ("Lithuania", "Vilnius"),
+    ("Latvia", "Riga"),
+    ("Estonia", "Tallinn"),
+    ("Albania", "Tirana"),
+    ("Turkey", "Ankara"),
+    ("Cyprus", "Nicosia"),
+    ("Malta", "Valletta"),
+    ("Georgia", "Tbilisi"),
+    ("Armenia", "Yerevan"),
+    ("Azerbaijan", "Baku"),
+    ("Kazakhstan", "Astana"),
+    ("Uzbekistan", "Tashkent"),
+    ("Mongolia", "Ulaanbaatar"),
+    ("South Korea", "Seoul"),
+    ("North Korea", "Pyongyang"),
+    ("Vietnam", "Hanoi"),
+    ("Thailand", "Bangkok"),
+    ("Cambodia", "Phnom Penh"),
+    ("Laos", "Vientiane"),
+    ("Malaysia", "Kuala Lumpur"),
+    ("Indonesia", "Jakarta"),
+    ("the Philippines", "Manila"),
+    ("Bangladesh", "Dhaka"),
+    ("Nepal", "Kathmandu"),
+    ("Pakistan", "Islamabad"),
+    ("Afghanistan", "Kabul"),
+    ("Iran", "Tehran"),
+    ("Iraq", "Baghdad"),
+    ("Syria", "Damascus"),
+    ("Lebanon", "Beirut"),
+    ("Jordan", "Amman"),
+    ("Saudi Arabia", "Riyadh"),
+    ("Qatar", "Doha"),
+    ("Oman", "Muscat"),
+    ("Australia", "Canberra"),
+    ("New Zealand", "Wellington"),
+    ("Fiji", "Suva"),
+    ("the United Kingdom", "London"),
+    ("the United States", "Washington"),
+    ("Mexico", "Mexico City"),
+    ("Honduras", "Tegucigalpa"),
+    ("Nicaragua", "Managua"),
+    ("Costa Rica", "San Jose"),
+    ("Jamaica", "Kingston"),
+    ("Haiti", "Port-au-Prince"),
+    ("Colombia", "Bogota"),
+    ("Venezuela", "Caracas"),
+    ("Ecuador", "Quito"),
+    ("Paraguay", "Asuncion"),
+    ("Uruguay", "Montevideo"),
+    ("Argentina", "Buenos Aires"),
+    ("Brazil", "Brasilia"),
+    ("Morocco", "Rabat"),
+    ("Algeria", "Algiers"),
+    ("Tunisia", "Tunis"),
+    ("Libya", "Tripoli"),
+    ("Sudan", "Khartoum"),
+    ("Ethiopia", "Addis Ababa"),
+    ("Somalia", "Mogadishu"),
+    ("Uganda", "Kampala"),
+    ("Rwanda", "Kigali"),
+    ("Nigeria", "Abuja"),
+    ("Ghana", "Accra"),
+    ("Senegal", "Dakar"),
+    ("Mali", "Bamako"),
+    ("Niger", "Niamey"),
+    ("Cameroon", "Yaounde"),
+    ("Angola", "Luanda"),
+    ("Zambia", "Lusaka"),
+    ("Zimbabwe", "Harare"),
+    ("Mozambique", "Maputo"),
+    ("Madagascar", "Antananarivo"),
+    ("Namibia", "Windhoek"),
+    ("Botswana", "Gaborone"),
+    ("Liberia", "Monrovia"),
+    ("Sierra Leone", "Freetown"),
+    ("Guinea", "Conakry"),
+    ("Gabon", "Libreville"),
+    ("Bhutan", "Thimphu"),
+]
 NAMES = ["Ana", "Ben", "Carla", "Dev", "Emma", "Femi", "Gus", "Hana", "Ivan", "Jo"]
 OBJECTS = ["apples", "books", "coins", "pens", "stamps", "cards", "shells", "marbles"]
 
@@ -258,8 +358,17 @@ def word_problem(a: int, b: int, rng: random.Random) -> tuple[str, str]:
     return f"{name} has {a} {obj} and gets {b} more. How many {obj} does {name} have?", str(a + b)
 
 
-def build(seed: int, train_size: int, eval_size: int, unlabelled_size: int) -> dict[str, list[dict]]:
+def build(
+    seed: int,
+    train_size: int,
+    eval_size: int,
+    unlabelled_size: int,
+    more_facts: bool = False,
+    max_addend: int = 9,
+    general_eval_size: int = 40,
+) -> dict[str, list[dict]]:
     rng = random.Random(seed)
+    facts = FACTS + [(f"What is the capital of {c}?", k) for c, k in CAPITALS] if more_facts else FACTS
     cats = sorted(CATEGORIES)
     seen: set[str] = set()
 
@@ -289,13 +398,14 @@ def build(seed: int, train_size: int, eval_size: int, unlabelled_size: int) -> d
         else:
             train_records.append({"input": text, "output": answer})
 
-    problems = [(a, b, *word_problem(a, b, rng)) for a in range(1, 10) for b in range(1, 10)]
-    general_text = [{"text": f"Question: {q}\nAnswer: {a}"} for q, a in FACTS]
+    problems = [(a, b, *word_problem(a, b, rng)) for a in range(1, max_addend + 1) for b in range(1, max_addend + 1)]
+    general_text = [{"text": f"Question: {q}\nAnswer: {a}"} for q, a in facts]
     general_text += [{"text": f"Question: {q}\nAnswer: {ans}"} for _, _, q, ans in problems]
     domain_text = [{"text": line} for line in RUNBOOK + runbook_entries()] + [{"text": t} for _, t, _ in unlabelled]
 
-    qa_eval = rng.sample(FACTS, 40)
-    arith_eval = rng.sample(problems, 40)
+    # 0 = ask every memorised fact and sum (the variants bench/gate_stability.py was tried with)
+    qa_eval = rng.sample(facts, general_eval_size or len(facts))
+    arith_eval = rng.sample(problems, general_eval_size or len(problems))
     return {
         "raw/train.jsonl": train_records,
         "raw/eval.jsonl": [{"input": t, "output": a} for _, t, a in evals],
@@ -312,9 +422,20 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=60)
     parser.add_argument("--eval-size", type=int, default=60)
     parser.add_argument("--unlabelled-size", type=int, default=300)
+    parser.add_argument("--more-facts", action="store_true", help="add 96 capitals to the general facts")
+    parser.add_argument("--max-addend", type=int, default=9, help="word problems a + b for a, b in 1..N")
+    parser.add_argument("--general-eval-size", type=int, default=40, help="items per general eval; 0 = all")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
-    for rel, records in build(args.seed, args.train_size, args.eval_size, args.unlabelled_size).items():
+    for rel, records in build(
+        args.seed,
+        args.train_size,
+        args.eval_size,
+        args.unlabelled_size,
+        args.more_facts,
+        args.max_addend,
+        args.general_eval_size,
+    ).items():
         path = args.out / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
