@@ -32,7 +32,7 @@ demo: install .dvc  ## run the pipeline (dvc repro) offline on the demo default
 # tiers (tests/conftest.py): unit first, so a broken pure function fails in seconds, not after the pipeline runs
 test: install .dvc lint  ## lint, then all CPU tests: the unit tier, then integration and slow (end-to-end) tiers
 	$(RUN) pytest -m unit
-	$(RUN) pytest -m "not unit"
+	$(RUN) pytest -m "not unit" --durations=15   # the slowest tests, so the tier's budget stays visible
 
 test-fast: install  ## the unit tier only (no model, process or socket; seconds)
 	$(RUN) pytest -m unit

@@ -29,6 +29,7 @@ the params, or metrics whose adapter_sha256 is not the current adapter's (stale)
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 from llmops import stats
@@ -43,12 +44,15 @@ from llmops.schemas import (
     GateReport,
     GateRule,
     JudgeReport,
+    Op,
     TaskComparison,
     TaskKind,
     Verdict,
     read,
     write,
 )
+
+OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 
 def _fmt(value: float | None) -> str:
@@ -60,20 +64,12 @@ def _rule(
     metric: str,
     observed: float | None,
     threshold: float,
-    op: str,
+    op: Op,
     binding: bool,
     reason: str,
     detail: str = "",
 ) -> GateRule:
-    ok = observed is not None and (
-        observed >= threshold
-        if op == ">="
-        else observed > threshold
-        if op == ">"
-        else observed < threshold
-        if op == "<"
-        else observed <= threshold
-    )
+    ok = observed is not None and OPS[op](observed, threshold)
     return GateRule(
         rule=rule,
         metric=metric,

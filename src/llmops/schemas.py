@@ -16,7 +16,7 @@ import json
 import math
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -312,12 +312,16 @@ class TunedEvalResults(EvalResults):
     adapter_sha256: str
 
 
+# How a gate rule compares observed with threshold (llmops.gate.OPS holds the functions).
+Op = Literal[">=", ">", "<=", "<"]
+
+
 class GateRule(Contract):
     rule: str
     metric: str
     observed: float | None
     threshold: float
-    op: str
+    op: Op
     binding: bool
     passed: bool
     reason: str
