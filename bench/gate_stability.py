@@ -5,7 +5,7 @@ Run:  python bench/gate_stability.py               (10 seeds x 2 configs, ~25 mi
       python bench/gate_stability.py --cache-dir .dvc/cache   (reuse this repo's built base via the run-cache)
       python bench/gate_stability.py --seed-list 2,3,0 --only default --no-write \
           --set base.tiny.pretrain_steps=2000 --set gate.regression_rule=noninferiority \
-          --data-args="--more-facts --general-eval-size 0"   (a candidate default, as in reports/bench.md "Attempts")
+          --data-args="--fewer-facts --general-eval-size 40"   (a candidate, as in reports/bench.md "attempts")
 
 For each of N training seeds it trains the demo with `dvc repro eval_tuned` in a fresh copy of the repo
 (base, prepare and eval_base are built once and reused) and applies the gate's eval rules to the result

@@ -210,8 +210,8 @@ FACTS = [
     ("Which continent is Egypt in?", "Africa"),
     ("What is the opposite of hot?", "cold"),
 ]
-# Extra facts for --more-facts (146 in all): general sets where one item is not the verdict. Not in the shipped
-# data: with them the tiny base's recall churns under tuning (reports/bench.md, "Gate stability: attempts").
+# More facts (146 in all), so the general QA eval is large enough that one item is not the verdict
+# (--fewer-facts leaves them out: the 50-fact corpus of earlier versions).
 CAPITALS = [
     ("Sweden", "Stockholm"),
     ("Finland", "Helsinki"),
@@ -363,9 +363,9 @@ def build(
     train_size: int,
     eval_size: int,
     unlabelled_size: int,
-    more_facts: bool = False,
+    more_facts: bool = True,
     max_addend: int = 9,
-    general_eval_size: int = 40,
+    general_eval_size: int = 0,
 ) -> dict[str, list[dict]]:
     rng = random.Random(seed)
     facts = FACTS + [(f"What is the capital of {c}?", k) for c, k in CAPITALS] if more_facts else FACTS
@@ -403,7 +403,9 @@ def build(
     general_text += [{"text": f"Question: {q}\nAnswer: {ans}"} for _, _, q, ans in problems]
     domain_text = [{"text": line} for line in RUNBOOK + runbook_entries()] + [{"text": t} for _, t, _ in unlabelled]
 
-    # 0 = ask every memorised fact and sum (the variants bench/gate_stability.py was tried with)
+    # 0 = ask every memorised fact and sum (146 and 81 items): at 40 items one item moved a task by 2.5% and
+    # decided the gate; here it is worth 0.7% and 1.2%. Sums beyond 9 + 9 (--max-addend) were tried: the
+    # 0.2M-parameter base recalls only ~70% of them, and what it barely memorised is what tuning erases.
     qa_eval = rng.sample(facts, general_eval_size or len(facts))
     arith_eval = rng.sample(problems, general_eval_size or len(problems))
     return {
@@ -422,9 +424,9 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=60)
     parser.add_argument("--eval-size", type=int, default=60)
     parser.add_argument("--unlabelled-size", type=int, default=300)
-    parser.add_argument("--more-facts", action="store_true", help="add 96 capitals to the general facts")
+    parser.add_argument("--fewer-facts", action="store_true", help="leave the 96 extra capitals out")
     parser.add_argument("--max-addend", type=int, default=9, help="word problems a + b for a, b in 1..N")
-    parser.add_argument("--general-eval-size", type=int, default=40, help="items per general eval; 0 = all")
+    parser.add_argument("--general-eval-size", type=int, default=0, help="items per general eval; 0 = all")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
     for rel, records in build(
@@ -432,7 +434,7 @@ def main() -> None:
         args.train_size,
         args.eval_size,
         args.unlabelled_size,
-        args.more_facts,
+        not args.fewer_facts,
         args.max_addend,
         args.general_eval_size,
     ).items():

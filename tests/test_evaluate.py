@@ -19,6 +19,7 @@ from llmops.config import load_params
 from llmops.errors import StageError
 
 TASKS = ["general_arith", "general_qa", "triage_gen", "triage_mc"]
+GENERAL_FILES = {"general_qa": "general/qa.jsonl", "general_arith": "general/arith.jsonl"}
 COMPARE_KEYS = {
     "kind",
     "metric",
@@ -124,7 +125,8 @@ def test_base_report_has_score_stderr_n_per_task(evaluated):
     report = json.loads((work / "reports/eval_base.json").read_text())
     assert report == json.loads(json.dumps(base))  # what run returns is what it wrote
     assert sorted(report["tasks"]) == TASKS
-    sizes = {"general_qa": 40, "general_arith": 40, "triage_gen": 60, "triage_mc": 60}
+    lines = {name: sum(1 for _ in (ROOT / "data" / rel).open()) for name, rel in GENERAL_FILES.items()}
+    sizes = {**lines, "triage_gen": 60, "triage_mc": 60}  # every line of the general sets is an item
     for name, row in report["tasks"].items():
         assert {"metric", "filter", "score", "stderr", "n"} <= set(row)
         assert row["n"] == sizes[name] and 0 <= row["score"] <= 1
