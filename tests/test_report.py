@@ -124,9 +124,10 @@ def test_report_has_both_dvc_diffs_gate_table_and_sections(pr_repo):
     gate_part = section(text, "Quality gate")
     assert "**Verdict: ❌ fail** (exit code 1" in gate_part
     assert re.search(
-        r"\| ❌ \| regression:general_qa \| binding \| -0\.94 \| >= -0\.0495 \| general_qa: observed "
-        r"drop -0\.9400 exceeds the margin -0\.0495 \(forgetting\) \| n 200, 0 gained, 188 lost, "
-        r"one item = 0\.005",
+        # the shipped rule (noninferiority): the one-sided lower bound of the drop against the margin
+        r"\| ❌ \| regression:general_qa \| binding \| -0\.9732 \| >= -0\.0495 \| general_qa: the drop may "
+        r"exceed the margin \(lower bound -0\.9732 < -0\.0495; non-inferiority p 1\): forgetting \| n 200, "
+        r"0 gained, 188 lost, one item = 0\.005; delta -0\.940",
         gate_part,
     ), gate_part
     tasks = section(text, "Base vs tuned per task")
