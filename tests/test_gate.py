@@ -340,10 +340,15 @@ def test_uncalibrated_judge_is_advisory_only(work):
 @pytest.mark.parametrize("calibrated", [True, False])
 def test_a_failing_judge_cannot_pass_whatever_its_calibration(work, calibrated):
     write(work, "judge.json", judge_metrics(sha256_tree(work / "models/adapter"), calibrated=calibrated))
-    edit(work, "judge.json", lambda j: j.update(failure_rate=1.0))
+    context = "messages: the prompt has 556 tokens; this model's context is 512 tokens"
+    errors = [{"error": "APIConnectionError", "message": "refused", "n": 2}]
+    errors.append({"error": "BadRequestError (HTTP 400)", "message": context, "n": 118})
+    edit(work, "judge.json", lambda j: j.update(failure_rate=1.0, errors=errors))
     report = judge_gate()
     assert (report["verdict"], report["exit_code"]) == ("error", 2)
     assert "failure_rate 1 > gate.judge_max_failure_rate 0.1" in report["errors"][0]
+    # the message says what to fix: the most frequent of the judge's errors
+    assert f"most frequent error (118x): BadRequestError (HTTP 400): {context}" in report["errors"][0]
     assert rule(report, "judge_failure_rate")["binding"] is True
 
 

@@ -211,9 +211,12 @@ def judge_rules(params: Params, judge: JudgeReport, src: str, problems: list[str
     advisory = f"advisory: judge not calibrated ({judge.calibration.reason or 'no reason given'})"
     # A judge whose calls fail has not judged: could-not-judge, whatever its calibration says.
     if judge.failure_rate > g.judge_max_failure_rate:
+        # The most frequent error says what to fix (an endpoint down, a key missing, a prompt over the context).
+        top = max(judge.errors, key=lambda e: e.n, default=None)
+        why = f"; most frequent error ({top.n}x): {top.error}: {top.message}" if top else ""
         problems.append(
             f"{src}: judge failure_rate {judge.failure_rate:.3g} > gate.judge_max_failure_rate "
-            f"{g.judge_max_failure_rate}: the judge could not judge (fix the endpoint and rerun)"
+            f"{g.judge_max_failure_rate}: the judge could not judge{why} (fix it and rerun the judge stage)"
         )
     rules.append(
         _rule(
