@@ -641,23 +641,47 @@ def test_baked_repo_fast_test_suite_passes(baked):
     print(proc.stdout.strip().splitlines()[-1])
 
 
+def readme_expectations(readme: str) -> tuple[dict[str, float], str]:
+    """The baked README's "Expected result" table: {task: the tuned score it promises at least}, and the verdict."""
+    section = readme.split("## Expected result of `make demo`", 1)[1].split("\n## ", 1)[0]
+    minimums = {
+        m["task"]: float(m["min"])
+        for m in re.finditer(r"^\| `(?P<task>\w+)` \|.*\| >= (?P<min>[01]\.\d+) \|$", section, re.MULTILINE)
+    }
+    verdict = re.search(r"^Gate: \*\*(\w+)\*\*", section, re.MULTILINE)
+    assert minimums and verdict, f"no expected-result table or gate line in the baked README:\n{section}"
+    return minimums, verdict.group(1)
+
+
 @pytest.mark.slow
-def test_baked_repo_full_dvc_repro_then_push_and_pull(baked, tmp_path, s3_server):
-    """The whole pipeline on the tiny default in the baked repo, then its outputs round-trip the S3 remote."""
+def test_baked_repo_full_dvc_repro_then_push_and_pull(template_repo, tmp_path, s3_server):
+    """A bake with labels other than the template's default (issue #13's five legal-clause types): the whole
+    pipeline on the tiny default, the figures its README promises, the gate passing, then the outputs
+    round-trip the S3 remote."""
     endpoint, creds, _ = s3_server
-    repo = baked["claims"]
+    bake(template_repo, tmp_path / "out", {**CLAUSES, "dvc_remote_url": "s3://llmops-test/clauses"})
+    repo = tmp_path / "out" / CLAUSES["project_slug"]
     env = baked_env(repo, **creds)
     started = time.time()
     run(["dvc", "repro"], repo, env, timeout=1800)
     elapsed = time.time() - started
     data = json.loads((repo / "reports/data.json").read_text())
     assert data["train"]["final"] >= 50 and data["eval"]["final"] >= 40
-    assert sorted(data["labels"]) == sorted(labels_of(CLAIMS))
+    assert sorted(data["labels"]) == sorted(labels_of(CLAUSES))
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     assert "Data and pipelines are up to date" in run(["dvc", "repro"], repo, env).stdout
     for report in sorted((repo / "reports").glob("*.json")):
         print(report.name, report.read_text()[:300].replace("\n", " "))
     print(f"full dvc repro of {len(stages)} stages: {elapsed:.0f} s")
+
+    # what the baked README says a working bake shows is what this bake shows
+    minimums, verdict = readme_expectations((repo / "README.md").read_text())
+    tasks = json.loads((repo / "reports/eval_compare.json").read_text())["tasks"]
+    assert set(minimums) == set(tasks), (minimums, sorted(tasks))
+    for task, minimum in minimums.items():
+        assert tasks[task]["tuned"] >= minimum, (task, tasks[task], minimum)
+    gate = run(["llmops", "gate"], repo, env, check=False)
+    assert (verdict, gate.returncode) == ("pass", 0), gate.stdout[-3000:] + gate.stderr[-2000:]
 
     point_at(repo, endpoint)
     run(["dvc", "push"], repo, env)
