@@ -47,6 +47,11 @@ elif judge.scheme == "http" and not (judge.hostname in ("localhost", "::1") or r
     # network in clear text
     errors.append(f"judge_base_url {ANSWERS['judge_base_url']!r}: plain http:// would send the API key in clear "
                   "text; use https:// (http only for a loopback host such as 127.0.0.1)")
+if ANSWERS["judge_model"] and not ANSWERS["judge_base_url"] and ANSWERS["judge_model"] not in ("base", "tuned"):
+    # without an endpoint the judge stage serves this project's own models (llmops.serve), which answer only to
+    # 'base' and 'tuned': any other name would fail the judge stage minutes into the first `make demo`
+    errors.append(f"judge_model {ANSWERS['judge_model']!r}: with judge_base_url empty the judge is served locally "
+                  "and can only be 'base' or 'tuned'; give judge_base_url for another model, or leave judge_model empty")
 if ANSWERS["dvc_remote_url"] and not urlparse(ANSWERS["dvc_remote_url"]).scheme and not ANSWERS["dvc_remote_url"].startswith("/"):
     errors.append(f"dvc_remote_url {ANSWERS['dvc_remote_url']!r}: expected e.g. s3://bucket/path or an absolute path")
 
