@@ -51,6 +51,15 @@ def table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
+def kept_sections(path: Path) -> str:
+    """The `## ...` sections after the main table (the interleaved training runs, gate stability: written by
+    their own benches, which take hours, not by this run): kept as they are, so `make bench` refreshes the table
+    without erasing them."""
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    _, sep, rest = text.partition("\n## ")
+    return "\n## " + rest if sep else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -86,7 +95,7 @@ def main() -> None:
         "headline; absolute times say what one run saw.\n\n"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(header + table(rows) + "\n")
+    args.out.write_text(header + table(rows) + "\n" + kept_sections(args.out))
     print(f"wrote {args.out}")
 
 

@@ -137,3 +137,30 @@ jobs:
         path_prepend=[],
     )
     assert [s.outcome for s in result.steps] == ["failure", "skipped", "success"]
+
+
+@pytest.mark.parametrize(
+    "key, bookkeeping",
+    [
+        # what decides: scores, their statistics, counts of items, losses, the verdict
+        ("tasks.triage_gen.tuned", False),
+        ("tasks.general_qa.p_value", False),
+        ("tasks.triage_mc.gained", False),
+        ("tasks.triage_gen.tuned_answers.empty", False),
+        ("loss_after", False),
+        ("exit_code", False),
+        ("rubrics.triage_quality.tuned.mean", False),
+        ("failure_rate", False),
+        # how it ran: hashes, timings, request and cache counters (an unchanged commit moves these)
+        ("adapter_sha256", True),
+        ("timing_s.total", True),
+        ("attempts", True),
+        ("calls", True),
+        ("cache_hits", True),
+        ("tokens.prompt", True),
+        ("phases_s.loop", True),
+        ("peak_rss_mb", True),
+    ],
+)
+def test_metrics_diff_keeps_decisions_in_view_and_folds_bookkeeping(key, bookkeeping):
+    assert bool(report.BOOKKEEPING.search(key)) == bookkeeping, key

@@ -232,7 +232,15 @@ def test_base_ref_from_env_and_unknown_ref_is_not_available(pr_repo, monkeypatch
     text = (pr_repo / "reports/report.md").read_text()
     assert result["base_ref"] == "no-such-branch"
     assert "## Params diff against `no-such-branch`\n\n_not available_ (`dvc params diff no-such-branch` failed" in text
+    assert "Is `no-such-branch` fetched?" in section(text, "Params diff against `no-such-branch`")
     assert "## Quality gate" in text  # the rest still renders
+
+
+def test_an_unchanged_params_file_is_said_in_words(pr_repo):
+    # against the PR's own commit nothing in params.yaml differs: DVC prints a bare header, the report a sentence
+    report.run(load_params(), base_ref="HEAD")
+    text = (pr_repo / "reports/report.md").read_text()
+    assert section(text, "Params diff against `HEAD`").strip().endswith("No params changed against `HEAD`."), text
 
 
 def test_missing_inputs_render_not_available(tmp_path, monkeypatch):

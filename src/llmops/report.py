@@ -85,15 +85,19 @@ def _dvc_diff(kind: str, base_ref: str) -> str:
         return f"{NA} (`dvc {kind} diff` could not run: {exc})"
     if proc.returncode:
         why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"{NA} (`dvc {kind} diff {base_ref}` failed: {md_cell(why, 200)})"
-    return proc.stdout.strip() or f"No {kind} changed against `{base_ref}`."
+        return f"{NA} (`dvc {kind} diff {base_ref}` failed: {md_cell(why, 200)}){_ref_hint(base_ref)}"
+    table = proc.stdout.strip()
+    # with nothing changed DVC still prints the table's header and separator rows: say it in words instead
+    if sum(line.startswith("|") for line in table.splitlines()) <= 2:
+        return f"No {kind} changed against `{base_ref}`."
+    return table
 
 
 # ---------------------------------------------------------------- change vs noise against the base branch
 # Keys of `dvc metrics diff` that say how, not how well: hashes, timings, token and cache counters. They move on
 # every run, so they go in a collapsed block under the decision metrics.
 BOOKKEEPING = re.compile(
-    r"sha256|runtime|timing|_s$|_s\.|seconds|tokens|cache|calls|cost|per_s|memory|rss|peak|"
+    r"sha256|runtime|timing|_s$|_s\.|seconds|tokens|cache|calls|attempts|cost|per_s|memory|rss|peak|"
     r"environment|packages|threads|retries|experiment|run_id|n_items|steps_per|samples_per"
 )
 DECISION_FILES = ("gate.json", "eval_compare.json", "judge.json", "train.json", "data.json")
