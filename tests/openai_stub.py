@@ -128,6 +128,12 @@ def naive_judge(body: dict, quote_answer: bool = False, logprobs: bool | None = 
     return completion(content, {f" {score}": 0.9, " 3": 0.1} if score != 3 else {" 3": 1.0}, logprobs=bool(want))
 
 
+class Backlogged(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: 16 clients connecting at once (each request is a new connection under
+    # HTTP/1.0) overflow it and get connection resets that a real server (uvicorn: 2048) never gives
+    request_queue_size = 128
+
+
 class StubServer:
     def __init__(self, script: Callable[[dict, dict, int], Any]):
         self.script = script
@@ -175,7 +181,7 @@ class StubServer:
                 else:
                     self._send(200, reply)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = Backlogged(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         # a short poll: shutdown() waits up to one interval, and tests start many servers
