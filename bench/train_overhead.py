@@ -78,6 +78,22 @@ def scale_data(repo: Path, times: int) -> None:
     path.write_text(path.read_text() * times)
 
 
+def loop_rows(tag: str, runs: list[tuple[dict, dict]]) -> list[Row]:
+    """The loop's wall and CPU-time ratios, ours over the reference, one value per interleaved pair. CPU seconds
+    (all threads) are the steadier of the two: on a loaded machine wall time mostly measures the scheduler."""
+    return [
+        summarise(
+            "train",
+            f"{tag}training-loop{label} ratio ours/reference",
+            [a[key] / b[key] for a, b in runs],
+            "ratio",
+            "<= 1.05",
+            lambda v: v <= 1.05,
+        )
+        for key, label in (("loop", ""), ("cpu", " CPU-time"))
+    ]
+
+
 def fixed_rows(tag: str, runs: list[tuple[dict, dict]]) -> list[Row]:
     rows = [
         summarise("train", f"{tag}ours: fixed cost (wall - loop)", [a["wall"] - a["loop"] for a, _ in runs], "s"),
@@ -101,23 +117,7 @@ def run(repeats: int, scale: int = 1, repo: Path | None = None, warm: bool = Tru
             flush=True,
         )
         rows = [
-            summarise(
-                "train",
-                "training-loop ratio ours/reference",
-                [a["loop"] / b["loop"] for a, b in runs],
-                "ratio",
-                "<= 1.05",
-                lambda v: v <= 1.05,
-            ),
-            # CPU seconds of the loop (all threads): on a loaded machine wall time mostly measures the scheduler
-            summarise(
-                "train",
-                "training-loop CPU-time ratio ours/reference",
-                [a["cpu"] / b["cpu"] for a, b in runs],
-                "ratio",
-                "<= 1.05",
-                lambda v: v <= 1.05,
-            ),
+            *loop_rows("", runs),
             # our loss_before pass runs first and pays the first-call costs the reference's loop pays: this row
             # charges that whole pass to our loop, a conservative bound
             summarise(
@@ -145,23 +145,7 @@ def run(repeats: int, scale: int = 1, repo: Path | None = None, warm: bool = Tru
             big = pairs(repo, max(2, repeats // 2))
             # a loop N x longer: scheduler noise (a ~2 s loop spreads 8-18k tokens/s on a shared 2-core machine)
             # is a smaller share, so this ratio, not the x1 one, says whether the loop itself is slower
-            rows += [
-                summarise(
-                    "train",
-                    f"x{scale} data: training-loop ratio ours/reference",
-                    [a["loop"] / b["loop"] for a, b in big],
-                    "ratio",
-                    "<= 1.05",
-                    lambda v: v <= 1.05,
-                ),
-                summarise(
-                    "train",
-                    f"x{scale} data: training-loop CPU-time ratio ours/reference",
-                    [a["cpu"] / b["cpu"] for a, b in big],
-                    "ratio",
-                ),
-                *fixed_rows(f"x{scale} data: ", big),
-            ]
+            rows += [*loop_rows(f"x{scale} data: ", big), *fixed_rows(f"x{scale} data: ", big)]
             small = statistics.median(a["wall"] - a["loop"] for a, _ in runs)
             grown = statistics.median(a["wall"] - a["loop"] for a, _ in big)
             print(f"     train | fixed cost at x1 data {small:.2f} s, at x{scale} data {grown:.2f} s", flush=True)
