@@ -96,7 +96,8 @@ def test_last_logged_loss_and_curve():
 
 def test_accelerate_command_keeps_the_config(tmp_path):
     cmd = train.accelerate_command(tmp_path / "cpu.yaml")
-    assert cmd[1:3] == ["-m", "accelerate.commands.launch"]  # the module `accelerate launch` runs
+    assert cmd[1:3] == ["-c", train.ACCELERATE_LAUNCH]
+    assert "from accelerate.commands.launch import main" in cmd[2]  # the command `accelerate launch` runs
     assert cmd[3:] == ["--config_file", str(tmp_path / "cpu.yaml"), "-m", "llmops.train"]
 
 
@@ -150,6 +151,9 @@ def test_launcher_trains_and_logs_the_run(tiny_workdir, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((work / "reports/train.json").read_text())
+    # the trainer and accelerate skip the interpreter's teardown (runner.exit_now): what they printed still arrives
+    assert json.loads(proc.stdout[proc.stdout.rindex("\n{") :]) == metrics
+    assert "`accelerate launch`" in proc.stderr  # accelerate's own launch command ran (its defaults notice)
     assert metrics["steps"] == 8 and (work / "models/adapter/adapter_model.safetensors").is_file()
     perf = json.loads((work / "reports/train_perf.json").read_text())
     assert "mlflow" not in perf["phases_s"]  # not paid by the trainer

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from llmops.errors import StageError
-from llmops.runner import run_stage
+from llmops.runner import exit_now, run_stage
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 
@@ -49,7 +49,7 @@ def train_launch(
     stops when this command or its caller dies (no orphaned trainers)."""
     from llmops import train as stage
 
-    sys.exit(run_stage(stage.launch, config_file))
+    exit_now(run_stage(stage.launch, config_file))  # MLflow's teardown is the last thing dvc would wait for
 
 
 @app.command()

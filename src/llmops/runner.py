@@ -6,12 +6,12 @@ the CLI), so no stage imports llmops.cli.
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
 import sys
 from collections.abc import Callable
-from typing import Any
-
-import typer
+from typing import Any, NoReturn
 
 from llmops.errors import StageError
 
@@ -23,6 +23,8 @@ def run_stage(fn: Callable[..., Any], *args: Any) -> Any:
     try:
         result = fn(load_params(), *args)
     except StageError as exc:
+        import typer  # only to colour the message: the accelerate launch process imports this module too
+
         typer.secho(f"error: {exc}", err=True, fg="red")
         sys.exit(1)  # not typer.Exit: accelerate-launched modules call this outside a typer context
     if hasattr(result, "model_dump"):  # a stage output contract (llmops.schemas)
@@ -30,3 +32,14 @@ def run_stage(fn: Callable[..., Any], *args: Any) -> Any:
     if isinstance(result, dict):
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return result
+
+
+def exit_now(code: int) -> NoReturn:
+    """Exit with `code` without the interpreter's teardown. Freeing every module of a process that imported torch,
+    transformers, peft and datasets takes ~1.3 s on 2 cores (torch alone ~0.4 s), time a user waits for after the
+    work is done. Everything a stage writes is closed by then (atomic writes); atexit handlers (temp folders,
+    logging) still run, and stdout/stderr are flushed."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
