@@ -71,7 +71,7 @@ def main() -> None:
         "pipeline": lambda: pipeline.run(1 if args.quick else 2),
         "train": lambda: train_overhead.run(reps),
         "eval": lambda: eval_overhead.run(reps),
-        "judge": lambda: judge_scaling.run(32 if args.quick else 64, 0.2, [1, 4, 16]),
+        "judge": lambda: judge_scaling.run(8 if args.quick else 16, 0.2, [1, 4, 16]),
         "growth": lambda: growth.run(
             [50, 200] if args.quick else [50, 200, 1000], [40, 200] if args.quick else [40, 200, 1000]
         ),
