@@ -44,7 +44,7 @@ lint: install  ## ruff check + ruff format --check (fix: .venv/bin/ruff check --
 clean:  ## remove generated models, prepared data and the local MLflow store (not the venv)
 	rm -rf models data/prepared mlflow.db mlruns
 
-bench: install  ## run every benchmark and write reports/bench.md (~15 min on 2 CPU cores)
+bench: install  ## run every benchmark and write reports/bench.md (~20-25 min on 2 CPU cores)
 	$(RUN) python bench/run_all.py
 
 .PHONY: exps plots
