@@ -34,7 +34,7 @@ from common import ROOT, Row, summarise
 from llmops.config import load_params  # noqa: E402
 from llmops.judge import Call, Endpoint, JudgeCache, run_calls  # noqa: E402
 
-CEILING_CALLS = 512  # at ~250-400 calls/s, 64 would be ~0.2 s, where client set-up is a visible share
+CEILING_CALLS = 512  # at ~200-600 calls/s, 64 would be ~0.1-0.3 s, where client set-up is a visible share
 
 
 @contextlib.contextmanager
