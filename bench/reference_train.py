@@ -86,15 +86,17 @@ def main() -> None:
         train_dataset=Dataset.from_list(rows),
         data_collator=DataCollatorForSeq2Seq(tok, label_pad_token_id=-100, padding=True),
     )
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, faults = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     trainer.train()
     runtime, cpu = time.perf_counter() - start, time.process_time() - cpu
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     model.save_pretrained(args.out)
     print(
         json.dumps(
             {
                 "train_runtime_s": runtime,
                 "train_cpu_s": cpu,
+                "train_minor_faults": faults,
                 "tokens": int(trainer.state.num_input_tokens_seen),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "threads": torch.get_num_threads(),

@@ -6,7 +6,9 @@ Run:  python bench/train_overhead.py [--repeats 5] [--scale 4]
 
 The two run interleaved (ours, reference, ours, reference, ...) so drift of a shared machine's load hits both
 alike; every ratio is taken within one pair and the median, min and max over pairs are reported, with the
-load average before and after. Two ratios: the training loop alone (Trainer.train wall time of each; target
+load average before and after. A third arm, interleaved with them, runs the reference with the malloc thresholds
+the stage sets for itself (llmops.train.MALLOC_THRESHOLDS): ours against it is the loop with that setting
+factored out, i.e. whatever else the stage adds. Two ratios: the training loop alone (Trainer.train wall time of each; target
 <= 1.05) and the whole process (what a user waits for; target <= 1.3). Fixed cost = process wall - loop, with
 our per-phase breakdown from reports/train_perf.json. --scale N repeats the training set N times (same
 steps) to show the fixed cost does not grow with data.
@@ -24,6 +26,8 @@ from pathlib import Path
 
 from common import Row, fresh_repo, sh, summarise
 
+from llmops.train import MALLOC_THRESHOLDS
+
 OURS = ["llmops", "train-launch", "--config_file", "configs/accelerate/cpu.yaml"]
 
 
@@ -36,10 +40,12 @@ def ours(repo: Path) -> dict:
         "cpu": perf["loop_cpu_s"],
         "tps": perf["tokens_per_s"],
         "phases": perf["phases_s"],
+        "rss": perf["peak_rss_mb"],
+        "faults": perf["loop_minor_faults"],
     }
 
 
-def reference(repo: Path) -> dict:
+def reference(repo: Path, **extra_env: str) -> dict:
     out = tempfile.mkdtemp(prefix="ref-train-")
     try:
         wall, proc = sh(
@@ -54,6 +60,7 @@ def reference(repo: Path) -> dict:
                 out,
             ],
             repo,
+            **extra_env,
         )
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -63,13 +70,20 @@ def reference(repo: Path) -> dict:
         "loop": ref["train_runtime_s"],
         "cpu": ref["train_cpu_s"],
         "tps": ref["tokens"] / ref["train_runtime_s"],
+        "rss": ref["peak_rss_mb"],
+        "faults": ref["train_minor_faults"],
     }
 
 
-def pairs(repo: Path, repeats: int, warm: bool = True) -> list[tuple[dict, dict]]:
+def reference_same_malloc(repo: Path) -> dict:
+    return reference(repo, **{k: str(v) for k, v in MALLOC_THRESHOLDS.items()})
+
+
+def pairs(repo: Path, repeats: int, warm: bool = True) -> list[tuple[dict, dict, dict]]:
+    """`repeats` rounds of (ours, reference, reference with ours' malloc thresholds), run in that order."""
     if warm:
         ours(repo)  # warm the page cache and MLflow's store (tables created once per store, not per run)
-    return [(ours(repo), reference(repo)) for _ in range(repeats)]
+    return [(ours(repo), reference(repo), reference_same_malloc(repo)) for _ in range(repeats)]
 
 
 def scale_data(repo: Path, times: int) -> None:
@@ -78,29 +92,41 @@ def scale_data(repo: Path, times: int) -> None:
     path.write_text(path.read_text() * times)
 
 
-def loop_rows(tag: str, runs: list[tuple[dict, dict]]) -> list[Row]:
-    """The loop's wall and CPU-time ratios, ours over the reference, one value per interleaved pair. CPU seconds
-    (all threads) are the steadier of the two: on a loaded machine wall time mostly measures the scheduler."""
-    return [
+def loop_rows(tag: str, runs: list[tuple[dict, dict, dict]]) -> list[Row]:
+    """The loop's wall and CPU-time ratios, ours over the reference, one value per interleaved round. CPU seconds
+    (all threads) are the steadier of the two: on a loaded machine wall time mostly measures the scheduler. Then
+    the same against the reference run with ours' malloc thresholds (no target: it isolates the rest)."""
+    rows = [
         summarise(
             "train",
             f"{tag}training-loop{label} ratio ours/reference",
-            [a[key] / b[key] for a, b in runs],
+            [a[key] / b[key] for a, b, _ in runs],
             "ratio",
             "<= 1.05",
             lambda v: v <= 1.05,
         )
         for key, label in (("loop", ""), ("cpu", " CPU-time"))
     ]
+    return rows + [
+        summarise(
+            "train",
+            f"{tag}training-loop{label} ratio ours/reference, same malloc",
+            [a[key] / c[key] for a, _, c in runs],
+            "ratio",
+        )
+        for key, label in (("loop", ""), ("cpu", " CPU-time"))
+    ]
 
 
-def fixed_rows(tag: str, runs: list[tuple[dict, dict]]) -> list[Row]:
+def fixed_rows(tag: str, runs: list[tuple[dict, dict, dict]]) -> list[Row]:
     rows = [
-        summarise("train", f"{tag}ours: fixed cost (wall - loop)", [a["wall"] - a["loop"] for a, _ in runs], "s"),
-        summarise("train", f"{tag}reference: fixed cost (wall - loop)", [b["wall"] - b["loop"] for _, b in runs], "s"),
+        summarise("train", f"{tag}ours: fixed cost (wall - loop)", [a["wall"] - a["loop"] for a, _, _ in runs], "s"),
+        summarise(
+            "train", f"{tag}reference: fixed cost (wall - loop)", [b["wall"] - b["loop"] for _, b, _ in runs], "s"
+        ),
     ]
     for phase in runs[0][0]["phases"]:
-        rows.append(summarise("train", f"{tag}ours: phase {phase}", [a["phases"][phase] for a, _ in runs], "s"))
+        rows.append(summarise("train", f"{tag}ours: phase {phase}", [a["phases"][phase] for a, _, _ in runs], "s"))
     return rows
 
 
@@ -123,21 +149,32 @@ def run(repeats: int, scale: int = 1, repo: Path | None = None, warm: bool = Tru
             summarise(
                 "train",
                 "loop ratio, ours incl. loss_before pass",
-                [(a["loop"] + a["phases"]["loss_before"]) / b["loop"] for a, b in runs],
+                [(a["loop"] + a["phases"]["loss_before"]) / b["loop"] for a, b, _ in runs],
                 "ratio",
             ),
             summarise(
                 "train",
                 "whole-process ratio ours/reference",
-                [a["wall"] / b["wall"] for a, b in runs],
+                [a["wall"] / b["wall"] for a, b, _ in runs],
                 "ratio",
                 "<= 1.3",
                 lambda v: v <= 1.3,
             ),
-            summarise("train", "ours: process wall (train-launch)", [a["wall"] for a, _ in runs], "s"),
-            summarise("train", "reference: process wall", [b["wall"] for _, b in runs], "s"),
-            summarise("train", "ours: tokens/s (loop)", [a["tps"] for a, _ in runs], "tok/s"),
-            summarise("train", "reference: tokens/s (loop)", [b["tps"] for _, b in runs], "tok/s"),
+            summarise("train", "ours: process wall (train-launch)", [a["wall"] for a, _, _ in runs], "s"),
+            summarise("train", "reference: process wall", [b["wall"] for _, b, _ in runs], "s"),
+            summarise("train", "ours: tokens/s (loop)", [a["tps"] for a, _, _ in runs], "tok/s"),
+            summarise("train", "reference: tokens/s (loop)", [b["tps"] for _, b, _ in runs], "tok/s"),
+            summarise("train", "reference, same malloc: tokens/s (loop)", [c["tps"] for _, _, c in runs], "tok/s"),
+            # the page faults llmops.train.keep_freed_memory removes: freed activations returned and mapped in again
+            summarise("train", "ours: page faults in the loop", [a["faults"] for a, _, _ in runs], "faults"),
+            summarise("train", "reference: page faults in the loop", [b["faults"] for _, b, _ in runs], "faults"),
+            summarise(
+                "train", "reference, same malloc: page faults in the loop", [c["faults"] for _, _, c in runs], "faults"
+            ),
+            # the trainer process's peak (ours: the trainer, not the launcher); the thresholds keep freed memory
+            summarise("train", "ours: trainer peak RSS", [a["rss"] for a, _, _ in runs], "MB"),
+            summarise("train", "reference: peak RSS", [b["rss"] for _, b, _ in runs], "MB"),
+            summarise("train", "reference, same malloc: peak RSS", [c["rss"] for _, _, c in runs], "MB"),
             *fixed_rows("", runs),
         ]
         if scale > 1:
@@ -146,8 +183,8 @@ def run(repeats: int, scale: int = 1, repo: Path | None = None, warm: bool = Tru
             # a loop N x longer: scheduler noise (a ~2 s loop spreads 8-18k tokens/s on a shared 2-core machine)
             # is a smaller share, so this ratio, not the x1 one, says whether the loop itself is slower
             rows += [*loop_rows(f"x{scale} data: ", big), *fixed_rows(f"x{scale} data: ", big)]
-            small = statistics.median(a["wall"] - a["loop"] for a, _ in runs)
-            grown = statistics.median(a["wall"] - a["loop"] for a, _ in big)
+            small = statistics.median(a["wall"] - a["loop"] for a, _, _ in runs)
+            grown = statistics.median(a["wall"] - a["loop"] for a, _, _ in big)
             print(f"     train | fixed cost at x1 data {small:.2f} s, at x{scale} data {grown:.2f} s", flush=True)
         return rows
     finally:
@@ -157,7 +194,7 @@ def run(repeats: int, scale: int = 1, repo: Path | None = None, warm: bool = Tru
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved pairs (ours, reference)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (ours, reference, same malloc)")
     parser.add_argument("--scale", type=int, default=1, help="also measure the fixed cost with N x the data")
     parser.add_argument("--repo", type=Path, help="reuse a prepared copy of the repo (default: a fresh one)")
     parser.add_argument("--no-warm", action="store_true", help="skip the warm-up run (--repo already warm)")

@@ -139,6 +139,62 @@ def test_exit_now_skips_only_the_teardown(tmp_path, how):
     assert (tmp_path / "teardown").exists() == (how == "sys.exit")
 
 
+# A training step in miniature: activations allocated together (12 x 4 MiB, under glibc's 32 MiB mmap ceiling),
+# written, freed together at the step's end. glibc's default thresholds settle at the block size (trim at 2x), so the
+# 48 MiB freed at the heap's top goes back to the kernel every step and every page faults in again next step.
+KEEP_CHILD = """
+import ctypes, json, resource
+from llmops.train import keep_freed_memory
+
+kept = keep_freed_memory()
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
+
+
+def step():
+    blocks = [libc.malloc(4 << 20) for _ in range(12)]
+    for block in blocks:
+        ctypes.memset(block, 1, 4 << 20)
+    for block in blocks:
+        libc.free(block)
+
+
+step(), step()  # the heap grows (and glibc's default thresholds settle): faults that any allocator pays once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+pages = 5 * 12 * (4 << 20) // resource.getpagesize()
+print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, "pages": pages}))
+"""
+
+
+@pytest.mark.integration  # a child process: the setting lasts the process's life
+@pytest.mark.parametrize(
+    "env, kept",
+    [
+        ({}, True),
+        ({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX512F"}, True),  # tunables, but none of malloc's
+        ({"GLIBC_TUNABLES": "glibc.malloc.perturb=0"}, False),  # a no-op malloc tunable: glibc's defaults
+        ({"MALLOC_TRIM_THRESHOLD_": "131072"}, False),
+        ({"MALLOC_MMAP_THRESHOLD_": "131072"}, False),
+    ],
+    ids=["no-settings", "other-tunables", "malloc-tunable", "trim-env", "mmap-env"],
+)
+def test_freed_memory_is_reused_not_faulted_in_again(env, kept):
+    """The trainer fixes glibc's thresholds for itself (keep_freed_memory) so a step's freed activations are reused
+    by the next step; unless the environment sets malloc's thresholds itself, which then wins."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    proc = subprocess.run(
+        [sys.executable, "-c", KEEP_CHILD], env={**clean, **env}, capture_output=True, text=True, check=True
+    )
+    out = json.loads(proc.stdout)
+    assert out["kept"] == (train.MALLOC_THRESHOLDS if kept else None)
+    if kept:
+        assert out["faults"] < out["pages"] // 100, out
+    else:
+        assert out["faults"] >= out["pages"] * 0.9, out  # every freed page mapped in again
+
+
 def test_dvc_stage_shows_the_accelerate_config():
     import yaml
     from conftest import ROOT
@@ -195,6 +251,7 @@ def test_launcher_trains_and_logs_the_run(tiny_workdir, tmp_path):
     assert metrics["steps"] == 8 and (work / "models/adapter/adapter_model.safetensors").is_file()
     perf = json.loads((work / "reports/train_perf.json").read_text())
     assert "mlflow" not in perf["phases_s"]  # not paid by the trainer
+    assert perf["malloc"] == train.MALLOC_THRESHOLDS and perf["loop_minor_faults"] > 0  # keep_freed_memory ran
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
