@@ -160,6 +160,8 @@ jobs:
         ("tokens.prompt", True),
         ("phases_s.loop", True),
         ("peak_rss_mb", True),
+        ("loop_minor_faults", True),
+        ("malloc.MALLOC_TRIM_THRESHOLD_", True),
     ],
 )
 def test_metrics_diff_keeps_decisions_in_view_and_folds_bookkeeping(key, bookkeeping):
