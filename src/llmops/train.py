@@ -139,7 +139,7 @@ def last_logged_loss(log_history: list[dict[str, Any]]) -> tuple[float | None, i
 # M_MMAP_THRESHOLD with fresh mmaps; both thresholds start at 128 KiB and only grow as the process frees large blocks,
 # so where they stand when the loop starts depends on what ran before it. After the loss-before pass they left the
 # demo's loop returning its activations to the kernel and faulting them in again every step in 14 runs of 15:
-# 113-175k page faults and 0.18-0.31 s of kernel time in a 1.2 s loop, against 7-8k and 0.02 s with both fixed at
+# 113-175k page faults and 0.18-0.32 s of kernel time in a 1.2 s loop, against 7-8k and 0.02 s with both fixed at
 # glibc's own dynamic ceiling (32 MiB, trim 2x) from the start. The memory kept is what the next step allocates
 # again: peak RSS does not change (reports/bench.md).
 # Keyed by the environment variable glibc reads for the same setting (a user's own value there wins).
