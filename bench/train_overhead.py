@@ -6,12 +6,12 @@ Run:  python bench/train_overhead.py [--repeats 5] [--scale 4]
 
 The two run interleaved (ours, reference, ours, reference, ...) so drift of a shared machine's load hits both
 alike; every ratio is taken within one pair and the median, min and max over pairs are reported, with the
-load average before and after. A third arm, interleaved with them, runs the reference with the malloc thresholds
-the stage sets for itself (llmops.train.MALLOC_THRESHOLDS): ours against it is the loop with that setting
-factored out, i.e. whatever else the stage adds. Two ratios: the training loop alone (Trainer.train wall time of each; target
-<= 1.05) and the whole process (what a user waits for; target <= 1.3). Fixed cost = process wall - loop, with
-our per-phase breakdown from reports/train_perf.json. --scale N repeats the training set N times (same
-steps) to show the fixed cost does not grow with data.
+load average before and after. A third arm, interleaved with them, runs the reference with the malloc
+thresholds the stage sets for itself (llmops.train.MALLOC_THRESHOLDS): ours against it is the loop with that
+setting factored out, i.e. whatever else the stage adds. Two ratios: the training loop alone (Trainer.train wall
+time of each; target <= 1.05) and the whole process (what a user waits for; target <= 1.3). Fixed cost =
+process wall - loop, with our per-phase breakdown from reports/train_perf.json. --scale N repeats the training
+set N times (same steps) to show the fixed cost does not grow with data.
 """
 
 from __future__ import annotations

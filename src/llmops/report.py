@@ -94,8 +94,8 @@ def _dvc_diff(kind: str, base_ref: str) -> str:
 
 
 # ---------------------------------------------------------------- change vs noise against the base branch
-# Keys of `dvc metrics diff` that say how, not how well: hashes, timings, token, cache and page-fault counters. They move on
-# every run, so they go in a collapsed block under the decision metrics.
+# Keys of `dvc metrics diff` that say how, not how well: hashes, timings, token, cache and page-fault counters.
+# They move on every run, so they go in a collapsed block under the decision metrics.
 BOOKKEEPING = re.compile(
     r"sha256|runtime|timing|_s$|_s\.|seconds|tokens|cache|calls|attempts|cost|per_s|memory|rss|peak|"
     r"environment|packages|threads|retries|experiment|run_id|n_items|steps_per|samples_per|faults|malloc"
