@@ -11,7 +11,8 @@ SFTTrainer on CPU and needs none of its extras (no packing: examples are short a
 
 Outputs: paths.adapter_dir (adapter_model.safetensors + adapter_config.json + tokenizer),
 reports/train.json (deterministic quality metrics), reports/train_perf.json (runtime, tokens/s, memory,
-versions and hardware), reports/train_loss.csv (the loss curve DVC plots), reports/mlflow_run.json.
+the loop's page faults and malloc setting, versions and hardware), reports/train_loss.csv (the loss curve
+DVC plots), reports/mlflow_run.json.
 """
 
 from __future__ import annotations
