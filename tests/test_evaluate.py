@@ -156,7 +156,7 @@ def test_compare_has_the_documented_keys(evaluated):
         assert row["kind"] == ("domain" if name.startswith("triage") else "regression")
         assert row["delta"] == pytest.approx(row["tuned"] - row["base"])
         assert row["delta_ci"][0] <= row["delta"] <= row["delta_ci"][1]
-        assert 0 <= row["p_value"] <= 1 and row["test"] == "mcnemar_exact"  # all four are 0/1 metrics
+        assert 0 <= row["p_value"] <= 1 and row["test"] == "tango_score"  # all four are 0/1 metrics
         if row["base"] > 0:
             assert row["ratio"] == pytest.approx(row["tuned"] / row["base"])
         else:

@@ -158,7 +158,8 @@ def test_passing_metrics_pass(work):
     assert names == [
         "domain_min",
         "domain_over_baseline",
-        "domain_gain",
+        "domain_gain:triage_gen",
+        "domain_gain:triage_mc",
         "regression:general_qa",
         "regression:general_arith",
         "judge_failure_rate",
@@ -168,28 +169,11 @@ def test_passing_metrics_pass(work):
     for r in report["rules"]:
         assert r["passed"] and r["binding"]
     qa = rule(report, "regression:general_qa")
-    # 2 lost, 1 gained of 200: delta -0.005; margin 0.05 x 0.99; the bound is the paired t lower bound
-    expected = stats.diff_lower_bound(
-        n=200, delta=-0.005, diff_sd=stats.compare(*moved(200, 198, 1, 2), samples=100, seed=0)["diff_sd"], alpha=0.025
-    )
-    assert qa["observed"] == pytest.approx(expected) and qa["threshold"] == pytest.approx(-0.0495)
-    assert "n 200, 1 gained, 2 lost, one item = 0.005" in qa["detail"]
-
-
-def scipy_lower_bound(base, tuned, alpha):
-    """The same bound from scipy's own paired t-test (its one-sided confidence interval)."""
-    from scipy import stats as sps
-
-    res = sps.ttest_rel(tuned, base, alternative="greater")
-    return res.confidence_interval(confidence_level=1 - alpha).low
-
-
-@pytest.mark.parametrize("lost, gained", [(2, 1), (9, 0), (5, 5), (15, 3)])
-def test_regression_bound_equals_scipy_paired_t(lost, gained):
-    base, tuned = moved(200, 190, gained, lost)
-    row = stats.compare(base, tuned, samples=100, seed=0)
-    ours = stats.diff_lower_bound(n=row["n"], delta=row["delta"], diff_sd=row["diff_sd"], alpha=0.025)
-    assert ours == pytest.approx(scipy_lower_bound(base, tuned, 0.025))
+    # 2 lost, 1 gained of 200: delta -0.005; margin (1 - 0.90) x 0.99; the exact non-inferiority p against alpha
+    margin = (1 - raw_params()["gate"]["regression_min_ratio"]) * 0.99
+    assert qa["observed"] == pytest.approx(stats.noninferiority_pvalue_binary(1, 2, 200, margin))
+    assert qa["op"] == "<" and qa["threshold"] == 0.025 and qa["observed"] < 1e-4
+    assert "n 200, 1 gained, 2 lost, one item = 0.005" in qa["detail"] and f"margin {margin:.3f}" in qa["detail"]
 
 
 @pytest.mark.parametrize(
@@ -207,7 +191,7 @@ def test_domain_gain_is_the_exact_one_sided_mcnemar(work, gained, lost, passes):
         "eval_compare.json",
         lambda c: c["tasks"].update(triage_gen=task("domain", *moved(60, 20, gained=gained, lost=lost))),
     )
-    r = rule(judge_gate(), "domain_gain")
+    r = rule(judge_gate(), "domain_gain:triage_gen")
     from scipy.stats import binomtest
 
     assert r["observed"] == pytest.approx(binomtest(gained, gained + lost, 0.5, alternative="greater").pvalue)
@@ -216,27 +200,91 @@ def test_domain_gain_is_the_exact_one_sided_mcnemar(work, gained, lost, passes):
 
 
 @pytest.mark.parametrize(
-    "lost, passes",
+    "n, base_right, lost, passes",
     [
-        (0, True),
-        (3, True),  # 1.5% of the base's 190 right answers lost: well inside the 5% margin
-        (5, True),  # delta -0.025: the 97.5% lower bound -0.047 just clears -0.0475
-        (6, False),  # delta -0.030 (ratio 0.968): a true drop beyond 5% cannot be ruled out
-        (40, False),  # forgetting
+        # base right on all 81 sums, margin 5%: only an untouched set passes (the paired t let one lost sum through,
+        # which a model that truly lost 5% shows 8% of the time: binomial P(lost <= 1 | 81, 0.05) = 0.083)
+        (81, 81, 0, True),
+        (81, 81, 1, False),
+        (146, 146, 3, False),  # 3 of 146 facts lost: passed the t interval, fails the exact test at 5%
+        (146, 146, 2, True),
+        (400, 400, 10, True),  # 2.5% lost on a set large enough to tell it from 5%
+        (400, 400, 40, False),  # forgetting
     ],
 )
-def test_regression_is_non_inferiority(work, lost, passes):
+def test_regression_is_an_exact_non_inferiority_test(work, n, base_right, lost, passes):
+    set_params(work, gate__regression_min_ratio=0.95)
     edit(
         work,
         "eval_compare.json",
-        lambda c: c["tasks"].update(general_arith=task("regression", *moved(200, 190, gained=0, lost=lost))),
+        lambda c: c["tasks"].update(general_arith=task("regression", *moved(n, base_right, gained=0, lost=lost))),
     )
     report = judge_gate()
     r = rule(report, "regression:general_arith")
     assert r["passed"] is passes, r
     assert report["verdict"] == ("pass" if passes else "fail")
+    assert r["observed"] == pytest.approx(stats.noninferiority_pvalue_binary(0, lost, n, 0.05 * base_right / n))
     if not passes:
         assert "general_arith" in r["reason"] and "forgetting" in r["reason"]
+
+
+@pytest.mark.parametrize(
+    "n, ratio, minimum",
+    [(3, 0.95, 75), (60, 0.95, 75), (30, 0.90, 36)],  # the sizes min_items_noninferiority gives at base 1.0
+)
+def test_a_task_too_small_to_show_the_margin_cannot_be_judged(work, n, ratio, minimum):
+    """Even a result with no item lost cannot pass on too few items: that is no verdict (exit 2), not a pass."""
+    set_params(work, gate__regression_min_ratio=ratio)
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(general_arith=task("regression", [1] * n, [1] * n)))
+    report = judge_gate()
+    assert (report["verdict"], report["exit_code"]) == ("error", 2)
+    assert any(
+        f"general_arith: {n} items cannot show non-inferiority" in e and f"at least {minimum} items" in e
+        for e in report["errors"]
+    ), report["errors"]
+    set_params(work, gate__regression_rule="point")  # no statistical claim, no minimum size
+    assert judge_gate()["exit_code"] == 0
+
+
+def test_a_gain_needs_at_least_six_items(work):
+    """2^-5 = 0.031 >= alpha: five items all gained cannot show a gain, for 0/1 and graded metrics alike."""
+    for base, tuned in (([0] * 5, [1] * 5), ([0.1, 0.2, 0.3, 0.4, 0.5], [0.6, 0.7, 0.8, 0.9, 1.0])):
+        row = task("domain", base, tuned, "acc")
+        edit(work, "eval_compare.json", lambda c, row=row: c["tasks"].update(triage_mc=row))
+        report = judge_gate()
+        assert report["exit_code"] == 2
+        assert any("triage_mc: 5 items cannot show a gain" in e and "at least 6 items" in e for e in report["errors"])
+
+
+def test_graded_gain_with_no_spread_is_not_certainty(work):
+    """Two items with identical differences used to give p = 0.0; with no spread the sign-flip bound 2^-n stands."""
+    base, tuned = [0.2] * 8, [0.5] * 8
+    edit(work, "eval_compare.json", lambda c: c["tasks"].update(triage_mc=task("domain", base, tuned, "f1")))
+    r = rule(judge_gate(), "domain_gain:triage_mc")
+    assert r["observed"] == pytest.approx(0.5**8) and r["passed"]
+
+
+def test_every_domain_task_is_gated_unless_report_only(work):
+    """A secondary domain task that falls from 0.267 to 0.0 fails the gate, unless params mark it report-only."""
+    edit(
+        work,
+        "eval_compare.json",
+        lambda c: c["tasks"].update(triage_mc=task("domain", *moved(60, 16, gained=0, lost=16), "acc")),
+    )
+    report = judge_gate()
+    assert report["verdict"] == "fail" and not rule(report, "domain_gain:triage_mc")["passed"]
+    set_params(work, eval__report_only_tasks=["triage_mc"])
+    report = judge_gate()
+    assert report["verdict"] == "pass" and "domain_gain:triage_mc" not in [r["rule"] for r in report["rules"]]
+
+
+def test_no_regression_task_is_no_verdict_unless_waived(work):
+    edit(work, "eval_compare.json", lambda c: [c["tasks"].pop(t) for t in ("general_qa", "general_arith")])
+    set_params(work, eval__regression_tasks=[])
+    report = judge_gate()
+    assert report["exit_code"] == 2 and "eval.regression_tasks is empty" in report["errors"][0]
+    set_params(work, gate__regression_required=False)
+    assert judge_gate()["exit_code"] == 0
 
 
 def test_domain_must_beat_the_input_blind_baseline(work):
@@ -264,6 +312,7 @@ def test_point_rule_judges_the_observed_drop_and_still_reports_the_statistics(wo
         "eval_compare.json",
         lambda c: c["tasks"].update(general_arith=task("regression", *moved(200, 190, gained=0, lost=8))),
     )
+    set_params(work, gate__regression_min_ratio=0.95)
     r = rule(judge_gate(), "regression:general_arith")  # delta -0.04 inside the margin 0.0475: passes
     assert r["passed"] and r["observed"] == pytest.approx(-0.04) and "non-inferiority p" in r["detail"]
     set_params(work, gate__regression_rule="noninferiority")  # the same numbers cannot rule out a 5% drop
@@ -272,6 +321,7 @@ def test_point_rule_judges_the_observed_drop_and_still_reports_the_statistics(wo
 
 def test_near_zero_base_uses_an_absolute_margin(work):
     # base 2/200 is below gate.near_zero_base (0.05): 0.95 allows losing at most 0.05 absolute, not 5% of 0.01
+    set_params(work, gate__regression_min_ratio=0.95, gate__regression_rule="point")
     edit(
         work,
         "eval_compare.json",
@@ -279,6 +329,7 @@ def test_near_zero_base_uses_an_absolute_margin(work):
     )
     r = rule(judge_gate(), "regression:general_arith")
     assert r["threshold"] == pytest.approx(-0.05) and r["passed"], r
+    assert "margin 0.050" in r["detail"]
 
 
 @pytest.mark.parametrize(
@@ -295,7 +346,7 @@ def test_near_zero_base_uses_an_absolute_margin(work):
         ),
         (
             lambda c, j: c["tasks"].update(triage_gen=task("domain", *moved(60, 10, gained=8, lost=4))),
-            "domain_gain",
+            "domain_gain:triage_gen",
             ["triage_gen", "not significant"],
         ),
         (

@@ -192,6 +192,7 @@ class Eval(Strict):
     domain_task: str
     domain_tasks: list[str]
     regression_tasks: list[str]
+    report_only_tasks: list[str]  # domain tasks shown in the report but given no gate rule
     bootstrap_samples: int = Field(ge=100)
     seed: int
 
@@ -202,6 +203,12 @@ class Eval(Strict):
         both = set(self.domain_tasks) & set(self.regression_tasks)
         if both:
             raise ValueError(f"tasks {sorted(both)} are in both domain_tasks and regression_tasks")
+        stray = [t for t in self.report_only_tasks if t not in self.domain_tasks or t == self.domain_task]
+        if stray:
+            raise ValueError(
+                f"report_only_tasks {stray} must be domain_tasks other than domain_task {self.domain_task!r} "
+                "(the domain task and every regression task are always gated)"
+            )
         return self
 
     def kind(self, task: str) -> str:
@@ -254,6 +261,7 @@ class Gate(Strict):
     alpha: float = Field(gt=0, lt=0.5)
     regression_min_ratio: float = Field(gt=0, le=1)
     regression_rule: Literal["noninferiority", "point"]
+    regression_required: bool  # false: an empty eval.regression_tasks passes with no forgetting check
     near_zero_base: float = Field(ge=0, le=1)
     judge_min_mean: float
     judge_max_invalid_rate: float = Field(ge=0, le=1)
@@ -293,6 +301,18 @@ class Params(Strict):
     gate: Gate
     report: Report
     deploy: Deploy
+
+    @model_validator(mode="after")
+    def _every_domain_task_gated(self) -> Params:
+        ungated = [
+            t for t in self.eval.domain_tasks if t != self.eval.domain_task and t not in self.eval.report_only_tasks
+        ]
+        if ungated and not self.gate.domain_gain_significant:
+            raise ValueError(
+                f"eval.domain_tasks {ungated} would have no gate rule with gate.domain_gain_significant false: "
+                "list them in eval.report_only_tasks or turn the gain test on"
+            )
+        return self
 
 
 MISSING_HINT = "params.yaml sets every knob, there is no default in code; an optional one is set to null"

@@ -10,13 +10,15 @@ computed from the paired sufficient statistics in reports/eval_compare.json (llm
   - domain_min               tuned score on eval.domain_task >= gate.domain_min (a product threshold)
   - domain_over_baseline     tuned score >= max(chance, majority-class share) + gate.domain_min_lift, both
                              from the eval set's gold labels (meaningful for any label set)
-  - domain_gain              exact one-sided McNemar p (tuned gained over base) < alpha: a model that did not
-                             really improve passes this at most alpha of the time
+  - domain_gain:<task>       for every eval.domain_tasks entry not in eval.report_only_tasks: one-sided p of a
+                             gain < alpha (exact McNemar for 0/1 items, paired t otherwise): a model that did
+                             not really improve passes this at most alpha of the time
   - regression:<task>        margin = (1 - regression_min_ratio) x base score (absolute (1 - regression_min_ratio)
                              when the base scores below near_zero_base). regression_rule "noninferiority": the
-                             one-sided (1 - alpha) lower bound of mean(tuned - base) >= -margin, so a model that
-                             really lost more than the margin passes at most alpha of the time; "point": the
-                             observed delta >= -margin (no error rate; the statistics are still reported)
+                             one-sided p of H0 "tuned - base <= -margin" < alpha (0/1 items: exact unconditional
+                             test ordered by Tango's score; others: paired t), so a model that really lost more
+                             than the margin passes at most alpha of the time (bench/stats_oc.py measures it);
+                             "point": the observed delta >= -margin (no error rate; the p is still reported)
   - judge_mean:<rubric>      tuned judge mean >= judge_min_mean; binding only when the judge is calibrated
   - judge_invalid_rate       <= judge_max_invalid_rate; binding only when the judge is calibrated
   - judge_failure_rate       > judge_max_failure_rate is "could not judge" (exit 2) whatever the calibration:
@@ -24,7 +26,8 @@ computed from the paired sufficient statistics in reports/eval_compare.json (llm
 
 It fails closed: a missing file, one that breaks its contract (llmops.schemas: wrong type, NaN, infinity),
 a task or rubric the params name but the metrics lack (or the reverse), a task kind that disagrees with
-the params, or metrics whose adapter_sha256 is not the current adapter's (stale) make the verdict "error".
+the params, a task too small for any result on it to pass its test (the message names the minimum n), no
+regression task at all (unless gate.regression_required is false), or metrics whose adapter_sha256 is not the current adapter's (stale) make the verdict "error".
 """
 
 from __future__ import annotations
@@ -94,6 +97,23 @@ def _counts(task: TaskComparison) -> str:
     return f"n {task.n}, {moved}one item = {task.resolution():.3g}"
 
 
+def gain_rule(params: Params, name: str, task: TaskComparison) -> GateRule:
+    """domain_gain:<task>: the tuned model gained over the base, one-sided at alpha."""
+    g = params.gate
+    p = stats.gain_pvalue(n=task.n, delta=task.delta, diff_sd=task.diff_sd, gained=task.gained, lost=task.lost)
+    test = "exact McNemar" if task.binary else "paired t"
+    return _rule(
+        f"domain_gain:{name}",
+        f"{EVAL_COMPARE}:tasks.{name} (one-sided {test} p)",
+        p,
+        g.alpha,
+        "<",
+        True,
+        f"{name}: gain over base not significant (one-sided {test} p {_fmt(p)} >= alpha {g.alpha})",
+        f"{_counts(task)}; delta {task.delta:+.3f}",
+    )
+
+
 def domain_rules(params: Params, name: str, task: TaskComparison) -> list[GateRule]:
     g, key = params.gate, f"{EVAL_COMPARE}:tasks.{name}"
     rules = [
@@ -126,32 +146,15 @@ def domain_rules(params: Params, name: str, task: TaskComparison) -> list[GateRu
                 f"{b.labels} labels; chance {b.chance:.3g}, majority class {b.majority:.3g}",
             )
         )
-    if g.domain_gain_significant:
-        p = stats.gain_pvalue(n=task.n, delta=task.delta, diff_sd=task.diff_sd, gained=task.gained, lost=task.lost)
-        test = "exact McNemar" if task.binary else "paired t"
-        rules.append(
-            _rule(
-                "domain_gain",
-                f"{key} (one-sided {test} p)",
-                p,
-                g.alpha,
-                "<",
-                True,
-                f"{name}: gain over base not significant (one-sided {test} p {_fmt(p)} >= alpha {g.alpha})",
-                f"{_counts(task)}; delta {task.delta:+.3f}",
-            )
-        )
     return rules
 
 
 def regression_rule(params: Params, name: str, task: TaskComparison) -> GateRule:
     alpha, allowed = params.gate.alpha, margin(params, task)
-    lower = stats.diff_lower_bound(n=task.n, delta=task.delta, diff_sd=task.diff_sd, alpha=alpha)
-    p = stats.noninferiority_pvalue(n=task.n, delta=task.delta, diff_sd=task.diff_sd, margin=allowed)
-    detail = (
-        f"{_counts(task)}; delta {task.delta:+.3f}, margin {allowed:.3f}, {1 - alpha:.3g} lower bound "
-        f"{lower:+.4f}, non-inferiority p {_fmt(p)}"
-    )
+    stat = dict(n=task.n, delta=task.delta, diff_sd=task.diff_sd, gained=task.gained, lost=task.lost)
+    p = stats.noninferiority_pvalue(**stat, margin=allowed)
+    test = "exact, Tango-ordered" if task.binary else "paired t"
+    detail = f"{_counts(task)}; delta {task.delta:+.3f}, margin {allowed:.3f}, non-inferiority p {_fmt(p)} ({test})"
     key = f"{EVAL_COMPARE}:tasks.{name}"
     if params.gate.regression_rule == "point":
         return _rule(
@@ -166,14 +169,37 @@ def regression_rule(params: Params, name: str, task: TaskComparison) -> GateRule
         )
     return _rule(
         f"regression:{name}",
-        f"{key} ({1 - alpha:.3g} lower bound of tuned - base)",
-        lower,
-        round(-allowed, 10),
-        ">=",
+        f"{key} (one-sided non-inferiority p, {test})",
+        p,
+        alpha,
+        "<",
         True,
-        f"{name}: the drop may exceed the margin (lower bound {lower:+.4f} < -{allowed:.4f}; "
-        f"non-inferiority p {_fmt(p)}): forgetting",
+        f"{name}: a drop beyond the margin -{allowed:.4f} cannot be ruled out (delta {task.delta:+.4f}, "
+        f"non-inferiority p {_fmt(p)} >= alpha {alpha}): forgetting",
         detail,
+    )
+
+
+def too_few_items(params: Params, name: str, task: TaskComparison, kind: str) -> str | None:
+    """Why a task is too small to decide at all (no result on it could pass), or None."""
+    alpha = params.gate.alpha
+    if kind == "gain":
+        need = stats.min_items_gain(alpha)
+        what = f"a gain at alpha {alpha}"
+    else:
+        allowed = margin(params, task)
+        unchanged = dict(n=task.n, delta=0.0, diff_sd=0.0, margin=allowed)
+        if task.binary:
+            unchanged.update(gained=0, lost=0)
+        if stats.noninferiority_pvalue(**unchanged) < alpha:  # an unchanged model could pass: the size is enough
+            return None
+        need = stats.min_items_noninferiority(stats.grid_margin(allowed), alpha, task.binary)
+        what = f"non-inferiority at the margin {allowed:.4g} (alpha {alpha}), even with no item changed"
+    if task.n >= need:
+        return None
+    return (
+        f"{name}: {task.n} items cannot show {what}: it needs at least {need} items (more items, a wider "
+        "margin gate.regression_min_ratio or a larger gate.alpha)"
     )
 
 
@@ -190,6 +216,11 @@ def eval_rules(params: Params, compare: EvalComparison, src: str, problems: list
         problems.append(f"{src}: tasks {missing} missing (params eval.domain_tasks/regression_tasks name them)")
     if extra:
         problems.append(f"{src}: tasks {extra} are not in params eval.domain_tasks/regression_tasks")
+    if not cfg.regression_tasks and params.gate.regression_required:
+        problems.append(
+            "params eval.regression_tasks is empty: nothing checks that the tuned model kept its general skills "
+            "(name the general tasks, or set gate.regression_required: false to ship without a forgetting check)"
+        )
     rules: list[GateRule] = []
     for name in cfg.tasks:
         task = compare.tasks.get(name)
@@ -200,8 +231,17 @@ def eval_rules(params: Params, compare: EvalComparison, src: str, problems: list
             continue
         if name == cfg.domain_task:
             rules += domain_rules(params, name, task)
-        elif task.kind is TaskKind.regression:
+        test = None  # the statistical test this task's verdict rests on
+        if task.kind is TaskKind.domain:
+            if name not in cfg.report_only_tasks and params.gate.domain_gain_significant:
+                rules.append(gain_rule(params, name, task))
+                test = "gain"
+        else:
             rules.append(regression_rule(params, name, task))
+            test = "noninferiority" if params.gate.regression_rule == "noninferiority" else None
+        # A verdict needs a task that could have shown it: a size where no result passes is not evidence.
+        if test and (why := too_few_items(params, name, task, test)):
+            problems.append(f"{src}: {why}")
     return rules
 
 

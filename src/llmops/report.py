@@ -238,7 +238,9 @@ def vs_base_section(params: Params, base_ref: str) -> str:
             [b[k]["score"] for k in keys],
             samples=params.eval.bootstrap_samples,
             seed=params.eval.seed,
+            level=1 - alpha,
         )
+        # one method for both (stats.compare): the interval excludes 0 exactly when p < alpha
         verdict = "within noise" if row["p_value"] >= alpha else ("better" if row["delta"] > 0 else "worse")
         moved = f"+{row['gained']} / -{row['lost']}" if row["binary"] else "-"
         rows.append(
@@ -254,9 +256,10 @@ def vs_base_section(params: Params, base_ref: str) -> str:
         )
     lines = [
         f"The tuned model of this PR against the tuned model of `{base_ref}`, item by item (paired; "
-        f"two-sided p against {alpha:g}).",
+        f"two-sided p against {alpha:g}; interval and p from one method: Tango's score test for 0/1 items, the "
+        "paired t otherwise).",
         "",
-        md_table(["task", "n", base_ref, "this PR", "delta [95% CI]", "gained / lost", "verdict"], rows),
+        md_table(["task", "n", base_ref, "this PR", f"delta [{1 - alpha:.0%} CI]", "gained / lost", "verdict"], rows),
     ]
     ours_env = _environment(
         params.paths.report("train_perf.json").read_text(encoding="utf-8")
@@ -304,10 +307,10 @@ def gate_section(gate: GateReport | None, why: str | None) -> str:
     lines.append(md_table(["", "rule", "kind", "observed", "threshold", "reason", "statistics"], rows))
     lines += [
         "",
-        "`domain_gain` is the exact one-sided McNemar p of a gain, against the gate's alpha. "
-        "`regression:*` compares tuned - base with minus the allowed margin: the observed delta "
-        "(`gate.regression_rule: point`) or its one-sided lower confidence bound (`noninferiority`); "
-        "the statistics column gives both. *one item* is what a single eval answer moves a task's score.",
+        "`domain_gain:*` is the one-sided p of a gain (exact McNemar for 0/1 items), against the gate's alpha. "
+        "`regression:*` is the one-sided p that tuned - base is above minus the allowed margin (`noninferiority`: "
+        "exact, ordered by Tango's score for 0/1 items), or the observed delta against it (`point`); the "
+        "statistics column gives both. *one item* is what a single eval answer moves a task's score.",
     ]
     if gate.errors:
         lines += ["", "**The gate could not judge:**", *[f"- {md_cell(e, 500)}" for e in gate.errors]]
@@ -347,7 +350,8 @@ def tasks_section(compare: EvalComparison | None, why: str | None) -> str:
     for finding in degenerate_findings(compare):
         notes.append(f"- ⚠️ **Degenerate output**: {finding}.")
     return (
-        "95% confidence intervals in brackets; p is two-sided (the gate runs its own one-sided tests); "
+        "95% confidence intervals in brackets, and a two-sided p from the same method (Tango's score test for 0/1 "
+        "items, the paired t otherwise; the ratio's interval is a bootstrap); the gate runs its own one-sided tests; "
         "*gained/lost* counts items only one model got right.\n\n"
         + md_table(
             [
