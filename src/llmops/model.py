@@ -1,7 +1,7 @@
 """The one model loader: every stage and the server load the base model (and a LoRA adapter) through here.
 
-The base stage pins the base in `paths.base_dir/identity.json` (built tiny model, local folder or hub id at a
-revision); `reference` turns that pin into what `from_pretrained` loads, re-verifying a local folder's bytes
+The base stage pins the base in `paths.base_dir/identity.json` (built tiny model, converted GGUF, local folder or
+hub id at a revision); `reference` turns that pin into what `from_pretrained` loads, re-verifying a local folder's bytes
 first, so no stage can silently run on weights that changed after the pin.
 A source is params.paths (or anything with `base_identity` and `base_dir`, e.g. a downloaded registry version)
 or an already resolved (name_or_path, revision) pair, as the server's child process receives it.
@@ -29,10 +29,11 @@ def manifest(folder: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def verify_local(ident: dict[str, Any]) -> None:
-    """The local base folder still holds the bytes the base stage pinned (StageError otherwise).
-    Files whose size and mtime are unchanged are trusted (as DVC does); the others are re-hashed."""
-    folder, pinned = Path(ident["path"]), ident.get("files")
+def verify_local(ident: dict[str, Any], folder: Path | None = None) -> None:
+    """The local base folder (`folder`, else the pinned path) still holds the bytes the base stage pinned
+    (StageError otherwise). Files whose size and mtime are unchanged are trusted (as DVC does); the others are
+    re-hashed. identity.json itself is the pin, not a pinned file."""
+    folder, pinned = Path(folder or ident["path"]), ident.get("files")
     if not pinned:
         return  # an identity.json written before weights were pinned: nothing to compare with
     rerun = "the results after it would describe weights that no longer exist; rerun: dvc repro -f base"
@@ -40,7 +41,9 @@ def verify_local(ident: dict[str, Any]) -> None:
         {
             p.relative_to(folder).as_posix()
             for p in folder.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+            if p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+            and not (ident.get("source") == "gguf" and p.name == "identity.json" and p.parent == folder)
         }
         if folder.is_dir()
         else set()
@@ -70,7 +73,10 @@ def model_reference(paths: Any) -> tuple[str, str | None]:
     ident = identity(paths)
     if ident["source"] == "local":
         verify_local(ident)
-    return (str(paths.base_dir) if ident["source"] == "built" else ident["path"]), ident.get("revision")
+    elif ident["source"] == "gguf":  # converted into base_dir by the base stage: pinned by every file's hash
+        verify_local(ident, paths.base_dir)
+    in_base_dir = ident["source"] in ("built", "gguf")
+    return (str(paths.base_dir) if in_base_dir else ident["path"]), ident.get("revision")
 
 
 def reference(source: Any) -> tuple[str, str | None]:
