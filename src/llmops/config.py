@@ -67,6 +67,7 @@ class Paths(Strict):
     domain_text: Path
     general_text: Path
     general_evals: Path
+    benchmarks: Path
     calibration: Path
     base_dir: Path
     prepared_dir: Path

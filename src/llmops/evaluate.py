@@ -71,20 +71,66 @@ def render(obj: Any, params: Params, where: str) -> Any:
     return obj
 
 
+# A local task may build on one of lm-eval's own task definitions: `include: ${lm_eval_tasks}/arc/arc_easy.yaml`
+# names the installed copy (lm-eval resolves an include relative to the including file, or absolute), so the prompt,
+# choices, filters and metrics are lm-eval's and only the data source is ours (evals/*_slice/).
+LM_EVAL_TASKS = "${lm_eval_tasks}"
+
+
+def builtin_tasks_dir() -> str:
+    import lm_eval.tasks
+
+    return str(Path(lm_eval.tasks.__file__).parent)
+
+
+def local_tasks(folder: Path) -> dict[str, Path]:
+    """{task name: its YAML} for the task folders under `folder` (read without following includes)."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    found: dict[str, Path] = {}
+    for path in sorted(folder.glob("*/*.yaml")):
+        name = load_yaml(path, resolve_func=False, recursive=False).get("task")
+        if isinstance(name, str):
+            found[name] = path
+    return found
+
+
+def _includes(cfg: dict) -> list[str]:
+    include = cfg.pop("include", None)
+    return [] if include is None else [include] if isinstance(include, str) else list(include)
+
+
+def load_task(path: Path, params: Params) -> dict:
+    """A local task's config as lm-eval would merge it (included files first, local keys win), `${...}` filled."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    cfg = load_yaml(path, resolve_func=True, recursive=False)
+    merged: dict = {}
+    for inc in _includes(cfg):
+        inc_path = Path(inc.replace(LM_EVAL_TASKS, builtin_tasks_dir()))
+        inc_path = inc_path if inc_path.is_absolute() else path.parent / inc_path
+        if not inc_path.is_file():
+            raise StageError(f"{path}: include {inc} -> {inc_path} not found (is lm-eval installed?)")
+        base = load_yaml(inc_path, resolve_func=True)  # its !function tags resolve next to the included file
+        base.pop("task_list", None)
+        merged.update(base)
+    merged.update(cfg)
+    return render(merged, params, str(path))
+
+
 def task_specs(params: Params) -> tuple[list[str | dict], Any]:
     """(what simple_evaluate gets, the TaskManager): rendered config dicts for our own tasks, plain names
     for lm-eval's built-in ones. The built-in index (~10k YAML files) is only scanned when needed."""
     from lm_eval.tasks import TaskManager
-    from lm_eval.tasks._yaml_loader import load_yaml  # what TaskManager itself reads task YAMLs with
 
     folder = params.paths.eval_tasks
     if not folder.is_dir():
         raise StageError(f"paths.eval_tasks: {folder} is not a folder of lm-eval tasks")
-    wanted = params.eval.tasks
+    wanted, ours = params.eval.tasks, local_tasks(folder)
     manager = TaskManager(include_path=str(folder), include_defaults=False)
-    if any(name not in manager.task_index for name in wanted):
+    if any(name not in ours and name not in manager.task_index for name in wanted):
         manager = TaskManager(include_path=str(folder))
-    unknown = [name for name in wanted if name not in manager.task_index]
+    unknown = [name for name in wanted if name not in ours and name not in manager.task_index]
     if unknown:
         raise StageError(
             f"eval.domain_tasks/regression_tasks: unknown lm-eval task(s) {unknown}: not in "
@@ -92,11 +138,11 @@ def task_specs(params: Params) -> tuple[list[str | dict], Any]:
         )
     specs: list[str | dict] = []
     for name in wanted:
-        path = manager.task_index[name].yaml_path
-        if path is None or folder.resolve() not in Path(path).resolve().parents:
+        if name not in ours:
             specs.append(name)  # built-in task: used as lm-eval ships it
             continue
-        cfg = render(load_yaml(path, resolve_func=True), params, str(path))
+        path = ours[name]
+        cfg = load_task(path, params)
         data_files = (cfg.get("dataset_kwargs") or {}).get("data_files") or {}
         if not isinstance(data_files, dict):  # lm-eval also accepts one path or a list of them
             data_files = {"": data_files}
@@ -113,7 +159,8 @@ def task_specs(params: Params) -> tuple[list[str | dict], Any]:
 
 def render_suite(dest: Path | str, params: Params | None = None) -> list[Path]:
     """Write the rendered task folders (placeholders filled) to `dest`, for the plain lm-eval CLI:
-    `lm_eval --include_path <dest> ...`. Not used by the stages, which pass rendered dicts directly."""
+    `lm_eval --include_path <dest> ...`. Not used by the stages, which pass rendered dicts directly.
+    An include of lm-eval's own task stays an include, pointed at the installed copy."""
     import yaml
     from lm_eval.tasks._yaml_loader import load_yaml
 
@@ -122,7 +169,11 @@ def render_suite(dest: Path | str, params: Params | None = None) -> list[Path]:
     params = params or load_params()
     written = []
     for path in sorted(params.paths.eval_tasks.glob("*/*.yaml")):
-        cfg = render(load_yaml(path, resolve_func=False), params, str(path))
+        cfg = load_yaml(path, resolve_func=False, recursive=False)
+        includes = [inc.replace(LM_EVAL_TASKS, builtin_tasks_dir()) for inc in _includes(cfg)]
+        cfg = render(cfg, params, str(path))
+        if includes:
+            cfg = {"include": includes[0] if len(includes) == 1 else includes, **cfg}
         out = Path(dest) / path.parent.name / path.name
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
