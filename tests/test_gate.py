@@ -246,6 +246,13 @@ def test_a_task_too_small_to_show_the_margin_cannot_be_judged(work, n, ratio, mi
     assert judge_gate()["exit_code"] == 0
 
 
+def test_a_zero_margin_is_no_verdict_not_a_crash(work):
+    set_params(work, gate__regression_min_ratio=1.0)
+    report = judge_gate()
+    assert report["exit_code"] == 2
+    assert any("a margin of 0 cannot be shown on any number of items" in e for e in report["errors"]), report
+
+
 def test_a_gain_needs_at_least_six_items(work):
     """2^-5 = 0.031 >= alpha: five items all gained cannot show a gain, for 0/1 and graded metrics alike."""
     for base, tuned in (([0] * 5, [1] * 5), ([0.1, 0.2, 0.3, 0.4, 0.5], [0.6, 0.7, 0.8, 0.9, 1.0])):

@@ -193,6 +193,8 @@ def too_few_items(params: Params, name: str, task: TaskComparison, kind: str) ->
             unchanged.update(gained=0, lost=0)
         if stats.noninferiority_pvalue(**unchanged) < alpha:  # an unchanged model could pass: the size is enough
             return None
+        if stats.grid_margin(allowed) <= 0:
+            return f"{name}: a margin of {allowed:.2g} cannot be shown on any number of items (gate.regression_min_ratio < 1)"
         need = stats.min_items_noninferiority(stats.grid_margin(allowed), alpha, task.binary)
         what = f"non-inferiority at the margin {allowed:.4g} (alpha {alpha}), even with no item changed"
     if task.n >= need:
