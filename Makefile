@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 BIN := $(abspath $(VENV))/bin
 RUN := PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: help install demo test test-fast lint bench clean
+.PHONY: help install demo demo-real test test-fast lint bench clean
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -26,6 +26,9 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install .dvc  ## run the pipeline (dvc repro) offline on the demo default
 	$(RUN) dvc repro
+
+demo-real: install .dvc  ## the pipeline on the real offline model SmolLM2-135M-Instruct (profiles/smollm2.yaml, a dvc exp)
+	$(RUN) llmops profile smollm2 --run
 
 # A repository baked by a cookiecutter that had no dvc beside it has no .dvc/ yet (template/hooks): init it here.
 .dvc: | install

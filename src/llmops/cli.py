@@ -211,6 +211,27 @@ def plots(
     print(json.dumps(result, indent=2, sort_keys=True))
 
 
+@app.command()
+def profile(
+    name: str = typer.Argument(..., help="profiles/<name>.yaml, e.g. smollm2"),
+    run: bool = typer.Option(False, "--run", help="run the experiment (dvc exp run) instead of printing it"),
+) -> None:
+    """A named set of params overrides as one DVC experiment: print (or --run) its `dvc exp run` command."""
+    import shlex
+    import subprocess
+
+    from llmops import profiles
+
+    try:
+        cmd = profiles.exp_run_command(name, profiles.load(name))
+    except StageError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(2)
+    print(shlex.join(cmd), flush=True)
+    if run:
+        sys.exit(subprocess.run(cmd, check=False).returncode)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app(prog_name="llmops")
 
