@@ -34,21 +34,17 @@ def test_every_slice_is_the_file_sources_md_pins():
 
 @pytest.fixture(scope="module")
 def specs():
+    """The slice tasks as the eval stages load them (load_task), without the rest of the suite, whose domain
+    data only exists after `dvc repro`."""
+    from lm_eval.tasks import TaskManager
+
     from llmops import evaluate
-    from llmops.config import Params
+    from llmops.config import load_params
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["eval"]["regression_tasks"] = [f"{n}_slice" for n in SLICES]
-    params = Params.model_validate(raw)
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(ROOT)  # data_files are relative to the repository root, as in the stages
-    try:
-        specs, manager = evaluate.task_specs(params)
-    finally:
-        os.chdir(cwd)
-    return {s["task"]: s for s in specs if isinstance(s, dict)}, manager, params
+    params = load_params(ROOT / "params.yaml")
+    ours = evaluate.local_tasks(ROOT / "evals")
+    specs = {f"{n}_slice": evaluate.load_task(ours[f"{n}_slice"], params) for n in SLICES}
+    return specs, TaskManager(include_path=str(ROOT / "evals"), include_defaults=False), params
 
 
 @pytest.mark.integration
