@@ -289,18 +289,6 @@ def noninferiority_pvalue(
     return float(sps.t.sf((delta + margin) / _t_scale(n, diff_sd), df=n - 1))
 
 
-def diff_lower_bound(
-    *, n: int, delta: float, diff_sd: float, alpha: float, gained: int | None = None, lost: int | None = None
-) -> float:
-    """One-sided (1 - alpha) lower confidence bound of the mean paired difference, for reading: Tango's score
-    bound for 0/1 metrics, the paired t bound otherwise (with no spread, the difference itself)."""
-    if gained is not None and lost is not None:
-        return tango_bound(gained, lost, n, alpha)
-    if n < 2 or diff_sd == 0:
-        return delta
-    return float(delta - sps.t.ppf(1 - alpha, df=n - 1) * _t_scale(n, diff_sd))
-
-
 def min_items_gain(alpha: float) -> int:
     """Fewest items on which a gain can be significant at all: every item gained gives p = 2^-n."""
     return math.floor(math.log2(1 / alpha)) + 1
