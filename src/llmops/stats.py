@@ -247,10 +247,11 @@ def grid_margin(margin: float) -> float:
 def noninferiority_pvalue_binary(gained: int, lost: int, n: int, margin: float) -> float:
     """One-sided p-value of H0 "P(tuned right) - P(base right) <= -margin" for paired 0/1 outcomes: exact
     unconditional (Tango-ordered) up to EXACT_MAX_N items, the asymptotic score test above."""
-    z_obs = tango_z(gained, lost, n, -margin)
     if n > EXACT_MAX_N:
-        return float(sps.norm.sf(z_obs))
-    z, sup = _exact_tail(n, -grid_margin(margin))
+        return float(sps.norm.sf(tango_z(gained, lost, n, -margin)))
+    theta0 = -grid_margin(margin)  # the observed table is ordered by the same statistic as every other one
+    z, sup = _exact_tail(n, theta0)
+    z_obs = tango_z(gained, lost, n, theta0)
     # every table at least as extreme as the observed one (ties included)
     k = int(np.searchsorted(-z, -z_obs + 1e-9, side="right"))
     return float(min(1.0, sup[k - 1])) if k else 1.0
