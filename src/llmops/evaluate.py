@@ -11,7 +11,7 @@ Any other name (triviaqa, gsm8k, mmlu, ...) is an lm-eval built-in task, for rea
 eval_base depends on nothing training produces, so an experiment that only changes `train.*` reuses its
 cached result. eval_tuned evaluates the unmerged adapter (`peft=` on hf, `lora_local_path` on vllm), then
 pairs its per-sample results with eval_base's item by item for the statistics in reports/eval_compare.json
-(paired bootstrap CIs, McNemar / paired-bootstrap p-values; see llmops.stats).
+(the interval and p of one method per task, Tango score for 0/1 items, paired t otherwise; see llmops.stats).
 
 Outputs (<m> = base | tuned): reports/eval_<m>.json (score, stderr, n per task),
 reports/eval_samples/<m>/ (lm-eval's per-sample logs, one <task>.jsonl per leaf task + results.json);
