@@ -3,6 +3,7 @@
 Run:  python bench/gate_stability.py               (10 seeds x 2 configs, ~25 min on a 2-core CPU)
       python bench/gate_stability.py --seeds 3     (a smoke run)
       python bench/gate_stability.py --cache-dir .dvc/cache   (reuse this repo's built base via the run-cache)
+      python bench/gate_stability.py --profile smollm2 --seeds 3   (the real model, ~45 min; its own section)
       python bench/gate_stability.py --seed-list 2,3,0 --only default --no-write \
           --set base.tiny.pretrain_steps=2000 --set gate.regression_rule=noninferiority \
           --data-args="--fewer-facts --general-eval-size 40"   (a candidate, as in reports/bench.md "attempts")
@@ -13,7 +14,8 @@ For each of N training seeds it trains the demo with `dvc repro eval_tuned` in a
 is uncalibrated, so they are advisory and cannot change the verdict). Two configs:
   - default:    params.yaml as shipped                 target: passes for >= 9 of 10 seeds
   - forgetting: train.learning_rate x10, epochs x3     target: fails for 10 of 10 seeds
-Prints one line per run and writes the table into reports/bench.md (section "Gate stability").
+Prints one line per run and writes the table into reports/bench.md (section "Gate stability", or
+"Gate stability: profile <name>" with --profile, which applies profiles/<name>.yaml to the copy first).
 """
 
 from __future__ import annotations
@@ -75,16 +77,46 @@ def set_params(path: Path, overrides: list[str]) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def apply_profile(repo: Path, name: str) -> None:
+    """Write profiles/<name>.yaml's overrides into the copy's params.yaml (checked as `llmops profile` checks them)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    import os
+
+    from llmops import profiles
+
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        overrides = profiles.load(name)
+    finally:
+        os.chdir(cwd)
+    set_params(repo / "params.yaml", [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+
+
+def detail(name: str, seed: int, result: str, why: list[str], compare: dict) -> str:
+    """One markdown row: config, seed, verdict, and each task's base -> tuned (gained/lost items)."""
+    cells = []
+    for row in compare.values():
+        moved = f" +{row['gained']}/-{row['lost']}" if row.get("gained") is not None else ""
+        cells.append(f"{row['base']:.3f} -> {row['tuned']:.3f}{moved}")
+    failed = ", ".join(w.split(":", 1)[-1] for w in why) if result != "pass" else ""
+    return f"| {name} | {seed} | {result} | {failed} | " + " | ".join(cells) + " |"
+
+
 def run(
     seeds: list[int],
     cache_dir: Path | None = None,
     overrides: list[str] = (),
     data_args: str = "",
     only: str | None = None,
+    profile: str | None = None,
+    details: list[str] | None = None,
 ) -> list[Row]:
     repo = fresh_repo("gate-stability-")
     rows: list[Row] = []
     try:
+        if profile:
+            apply_profile(repo, profile)
         if overrides:
             set_params(repo / "params.yaml", list(overrides))
         if data_args:  # regrow the demo data in the copy (e.g. larger general sets)
@@ -106,6 +138,13 @@ def run(
                 compare = json.loads((repo / "reports/eval_compare.json").read_text())["tasks"]
                 scores = ", ".join(f"{t} {row['tuned']:.3f}" for t, row in compare.items())
                 print(f"{name:>10} seed {seed}: {result:<5} {why}  ({scores}; {wall:.0f} s)", flush=True)
+                if details is not None:
+                    if not details:
+                        details += [
+                            "| config | seed | verdict | failed rules | " + " | ".join(compare) + " |",
+                            "|---" * (4 + len(compare)) + "|",
+                        ]
+                    details.append(detail(name, seed, result, why, compare))
                 outcomes.append(result)
                 walls.append(wall)
             passes = outcomes.count("pass")
@@ -137,17 +176,24 @@ def run(
     return rows
 
 
-def write_section(rows: list[Row], path: Path, seeds: int) -> None:
+def write_section(rows: list[Row], path: Path, seeds: int, profile: str | None = None, details=()) -> None:
     from run_all import table
 
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    heading = f"{SECTION}: profile {profile}" if profile else SECTION
+    command = f"python bench/gate_stability.py --seeds {seeds}" + (f" --profile {profile}" if profile else "")
+    what = f"profiles/{profile}.yaml" if profile else "the demo"
     section = (
-        f"{SECTION}\n\n`python bench/gate_stability.py --seeds {seeds}`: the demo trained under {seeds} "
-        "seeds per config, gate eval rules applied to each result.\n\n" + table(rows) + "\n"
+        f"{heading}\n\n`{command}`: {what} trained under {seeds} seeds per config, gate eval rules applied "
+        "to each result (base -> tuned per task, items gained/lost).\n\n" + table(rows) + "\n"
     )
-    pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
+    if details:
+        section += "\n" + "\n".join(details) + "\n"
+    pattern = re.compile(rf"{re.escape(heading)}\n.*?(?=\n## |\Z)", re.S)
     text = (
-        pattern.sub(lambda _: section.rstrip("\n"), text) if SECTION in text else text.rstrip("\n") + "\n\n" + section
+        pattern.sub(lambda _: section.rstrip("\n"), text)
+        if heading + "\n" in text
+        else text.rstrip("\n") + "\n\n" + section
     )
     path.write_text(text if text.endswith("\n") else text + "\n")
 
@@ -161,14 +207,16 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="params override")
     parser.add_argument("--data-args", default="", help="arguments for data/make_demo_data.py in the copy")
     parser.add_argument("--only", choices=["default", "forgetting"], help="run one config")
+    parser.add_argument("--profile", help="apply profiles/<name>.yaml first (e.g. smollm2, the real model)")
     parser.add_argument("--no-write", action="store_true", help="print only (for candidates)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
-    rows = run(seeds, args.cache_dir, args.set, args.data_args, args.only)
+    details: list[str] = []
+    rows = run(seeds, args.cache_dir, args.set, args.data_args, args.only, args.profile, details)
     if args.no_write or args.set or args.data_args or args.only:  # the section describes the shipped default only
         print("not written: a candidate, not the shipped default")
         return
-    write_section(rows, args.out, len(seeds))
+    write_section(rows, args.out, len(seeds), args.profile, details)
     print(f"wrote {args.out}")
 
 
