@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -129,3 +131,32 @@ def stages_run(dvc_output: str) -> list[str]:
 
 def save_rows(rows: list[Row], path: Path) -> None:
     path.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+
+
+def set_params(path: Path, overrides: list[str]) -> None:
+    """Apply dotted KEY=VALUE overrides (VALUE parsed as YAML) to a params.yaml."""
+    params = yaml.safe_load(path.read_text())
+    for item in overrides:
+        key, _, value = item.partition("=")
+        *head, last = key.split(".")
+        node = params
+        for part in head:
+            node = node[part]
+        if last not in node:
+            raise SystemExit(f"--set {item}: params.yaml has no key {key}")
+        node[last] = yaml.safe_load(value)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def apply_profile(repo: Path, name: str) -> None:
+    """Write profiles/<name>.yaml's overrides into the copy's params.yaml (checked as `llmops profile` checks them)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from llmops import profiles
+
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        overrides = profiles.load(name)
+    finally:
+        os.chdir(cwd)
+    set_params(repo / "params.yaml", [f"{k}={json.dumps(v)}" for k, v in overrides.items()])

@@ -1,6 +1,7 @@
 """Evaluation overhead: the `eval_tuned` stage against calling lm-eval's CLI directly on the same tasks.
 
 Run:  python bench/eval_overhead.py [--repeats 3]
+      python bench/eval_overhead.py --profile smollm2 --repeats 2   (the real model, real benchmarks; ~15 min)
 
 Both evaluate base + the unmerged adapter on the same rendered suite with the same batch size; the stage
 also reads eval_base's samples and computes paired bootstrap statistics. Target: ratio <= 1.1.
@@ -14,18 +15,21 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from common import Row, fresh_repo, sh, summarise
+from common import Row, apply_profile, fresh_repo, sh, summarise
 
 
-def run(repeats: int, repo: Path | None = None) -> list[Row]:
+def run(repeats: int, repo: Path | None = None, profile: str | None = None) -> list[Row]:
     own = repo is None
     repo = repo or fresh_repo()
     try:
+        if profile:
+            apply_profile(repo, profile)
         sh(["dvc", "repro", "eval_base", "train"], repo)
         params = yaml.safe_load((repo / "params.yaml").read_text())["eval"]
         suite = Path(tempfile.mkdtemp(prefix="suite-"))
         sh(["python", "-c", f"from llmops.evaluate import render_suite; render_suite({str(suite)!r})"], repo)
         tasks = ",".join(params["domain_tasks"] + params["regression_tasks"])
+        limit = ["--limit", str(params["limit"])] if params["limit"] else []
         ours, ref = [], []
         for _ in range(repeats):
             ours.append(sh(["llmops", "eval-tuned"], repo)[0])
@@ -51,6 +55,7 @@ def run(repeats: int, repo: Path | None = None) -> list[Row]:
                         str(out),
                         "--seed",
                         str(params["seed"]),
+                        *limit,
                     ],
                     repo,
                 )[0]
@@ -77,4 +82,6 @@ def run(repeats: int, repo: Path | None = None) -> list[Row]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    run(parser.parse_args().repeats)
+    parser.add_argument("--profile", help="apply profiles/<name>.yaml to the copy first (e.g. smollm2)")
+    args = parser.parse_args()
+    run(args.repeats, profile=args.profile)

@@ -31,7 +31,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import ROOT, Row, fresh_repo, sh, summarise  # noqa: E402
+from common import ROOT, Row, apply_profile, fresh_repo, set_params, sh, summarise  # noqa: E402
 
 SECTION = "## Gate stability"
 
@@ -60,37 +60,6 @@ def verdict(repo: Path) -> tuple[str, list[str]]:
         os.chdir(cwd)
     failed = [r.rule for r in rules if r.binding and not r.passed]
     return ("error" if problems else "fail" if failed else "pass"), failed or problems
-
-
-def set_params(path: Path, overrides: list[str]) -> None:
-    """Apply dotted KEY=VALUE overrides (VALUE parsed as YAML) to a params.yaml."""
-    params = yaml.safe_load(path.read_text())
-    for item in overrides:
-        key, _, value = item.partition("=")
-        *head, last = key.split(".")
-        node = params
-        for part in head:
-            node = node[part]
-        if last not in node:
-            raise SystemExit(f"--set {item}: params.yaml has no key {key}")
-        node[last] = yaml.safe_load(value)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def apply_profile(repo: Path, name: str) -> None:
-    """Write profiles/<name>.yaml's overrides into the copy's params.yaml (checked as `llmops profile` checks them)."""
-    sys.path.insert(0, str(ROOT / "src"))
-    import os
-
-    from llmops import profiles
-
-    cwd = os.getcwd()
-    os.chdir(repo)
-    try:
-        overrides = profiles.load(name)
-    finally:
-        os.chdir(cwd)
-    set_params(repo / "params.yaml", [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
 
 
 def detail(name: str, seed: int, result: str, why: list[str], compare: dict) -> str:

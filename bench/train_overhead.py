@@ -3,6 +3,7 @@ validation, metrics, MLflow) against bench/reference_train.py (plain Trainer + p
 steps and seed.
 
 Run:  python bench/train_overhead.py [--repeats 5] [--scale 4]
+      python bench/train_overhead.py --profile smollm2 --repeats 2   (the real model: whole stage <= 1.1x)
 
 The two run interleaved (ours, reference, ours, reference, ...) so drift of a shared machine's load hits both
 alike; every ratio is taken within one pair and the median, min and max over pairs are reported, with the
@@ -24,7 +25,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from common import Row, fresh_repo, sh, summarise
+from common import Row, apply_profile, fresh_repo, sh, summarise
 
 from llmops.train import MALLOC_THRESHOLDS
 
@@ -130,10 +131,16 @@ def fixed_rows(tag: str, runs: list[tuple[dict, dict, dict]]) -> list[Row]:
     return rows
 
 
-def run(repeats: int, scale: int = 1, repo: Path | None = None, warm: bool = True) -> list[Row]:
+def run(
+    repeats: int, scale: int = 1, repo: Path | None = None, warm: bool = True, profile: str | None = None
+) -> list[Row]:
     own = repo is None
     repo = repo or fresh_repo()
+    # a real model's loop dominates its fixed cost, so the whole stage is held to what the loop is held to
+    whole_target = 1.1 if profile else 1.3
     try:
+        if profile:
+            apply_profile(repo, profile)
         sh(["dvc", "repro", "prepare"], repo)
         load_before = os.getloadavg()
         runs = pairs(repo, repeats, warm)
@@ -157,8 +164,8 @@ def run(repeats: int, scale: int = 1, repo: Path | None = None, warm: bool = Tru
                 "whole-process ratio ours/reference",
                 [a["wall"] / b["wall"] for a, b, _ in runs],
                 "ratio",
-                "<= 1.3",
-                lambda v: v <= 1.3,
+                f"<= {whole_target}",
+                lambda v: v <= whole_target,
             ),
             summarise("train", "ours: process wall (train-launch)", [a["wall"] for a, _, _ in runs], "s"),
             summarise("train", "reference: process wall", [b["wall"] for _, b, _ in runs], "s"),
@@ -198,5 +205,6 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=int, default=1, help="also measure the fixed cost with N x the data")
     parser.add_argument("--repo", type=Path, help="reuse a prepared copy of the repo (default: a fresh one)")
     parser.add_argument("--no-warm", action="store_true", help="skip the warm-up run (--repo already warm)")
+    parser.add_argument("--profile", help="apply profiles/<name>.yaml to the copy first (e.g. smollm2)")
     opts = parser.parse_args()
-    run(opts.repeats, opts.scale, opts.repo, not opts.no_warm)
+    run(opts.repeats, opts.scale, opts.repo, not opts.no_warm, opts.profile)
