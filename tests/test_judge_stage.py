@@ -133,6 +133,9 @@ def test_remote_judge_run_never_writes_the_api_key(trained_workdir, in_copy_of, 
         report = judge.run(load_params())
         calls_cold = stub.calls
         again = judge.run(load_params())
+        calls_again = stub.calls
+        _set_params(work, limit=5, prune_cache=False)  # the first 5 eval items only: all cached already
+        few = judge.run(load_params())
     n_eval = 2 * 60  # tuned + base answers to every prepared eval prompt
     assert report["provider"] == "remote" and report["calls"] == (n_eval + 21) * 2
     assert report["cost_usd"] == pytest.approx(report["tokens"]["prompt"] * 0.01 / 1000)
@@ -143,10 +146,13 @@ def test_remote_judge_run_never_writes_the_api_key(trained_workdir, in_copy_of, 
     assert again["calls"] == 2 and again["cache_hits"] == report["calls"] - 2  # only the failed item re-asked
     assert again["cost_usd"] == 0  # the two re-asked calls failed again: no tokens billed
     assert again["results_cost_usd"] == pytest.approx(report["results_cost_usd"])  # kept on a cached rerun
-    assert stub.calls == calls_cold + 2 and again["answer_calls"] == 0 and again["model_server_started"] is False
+    assert calls_again == calls_cold + 2 and again["answer_calls"] == 0 and again["model_server_started"] is False
     rub = report["rubrics"]["triage_quality"]
     assert rub["tuned"]["n"] == 60 and rub["rubric_sha256"] and set(rub) >= {"tuned", "base", "delta"}
     assert report["judge_endpoint"] == stub.url
+    assert (report["items"], report["eval_items"], few["items"], few["eval_items"]) == (60, 60, 5, 60)
+    assert few["rubrics"]["triage_quality"]["tuned"]["n"] == 5 and few["answer_calls"] == 0
+    assert few["calls"] == 2 and few["calibration"]["n"] == 21  # calibration is never cut; the echo fails again
 
     out = capfd.readouterr()
     leaks = [str(p.relative_to(work)) for p in work.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]

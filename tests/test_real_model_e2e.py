@@ -2,16 +2,22 @@
 (a real `dvc exp run`) on a copy of the repo with 12 eval records, 2 LoRA steps and 4 items per benchmark. What it
 proves is the plumbing a real model exercises and the tiny one does not: GGUF conversion, the ChatML template and
 EOS in prepare and train, lm-eval's own benchmark tasks, the judge's prompts through the real tokenizer, and a
-gate that refuses to judge from 4 items. The figures of a full run are in the README ("A real model, offline")."""
+gate that refuses to judge from 4 items; then deploy to an MLflow registry (its smoke test serves the registered
+copy through `llmops serve`) and the registered version loaded in an empty folder, chatting through its own ChatML
+template. The figures of a full run are in the README ("A real model, offline")."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 import yaml
 from conftest import copy_repo, offline_env
+from test_gate import compare_metrics, judge_metrics
+
+from llmops.artifacts import sha256_tree
 
 pytestmark = pytest.mark.slow  # ~5 min on 2 cores: a 135M-parameter model through 8 stages
 
@@ -61,3 +67,50 @@ def test_four_items_are_no_verdict(repo):
     assert gate["verdict"] == "error" and gate["exit_code"] == 2
     assert any("4 items cannot show" in e for e in gate["errors"]), gate["errors"]
     assert (repo / "reports/report.md").is_file()
+
+
+def test_deploy_registers_the_real_model_and_an_empty_folder_chats_with_it(repo):
+    """A 2-step adapter cannot earn a pass, so the gate is given figures that describe this adapter (as
+    test_deploy does): what is under test is the registry, the smoke test and loading, with the real tokenizer."""
+    sha = sha256_tree(repo / "models/adapter")
+    compare = compare_metrics(sha)
+    regression = [compare["tasks"].pop(t) for t in ("general_qa", "general_arith")]
+    compare["tasks"].update(arc_easy_slice=regression[0], hellaswag_slice=regression[0], piqa_slice=regression[1])
+    (repo / "reports/eval_compare.json").write_text(json.dumps(compare))
+    (repo / "reports/judge.json").write_text(json.dumps(judge_metrics(sha)))
+    env = offline_env(repo)
+    gated = subprocess.run(["llmops", "gate"], cwd=repo, env=env, capture_output=True, text=True)
+    assert gated.returncode == 0, gated.stdout[-3000:] + gated.stderr[-3000:]
+    proc = subprocess.run(["llmops", "deploy"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    deployed = json.loads(proc.stdout)
+    assert deployed["smoke_test"]["ok"], deployed  # the registered copy, served by llmops serve, answered
+
+    name = yaml.safe_load((repo / "params.yaml").read_text())["deploy"]["registry_name"]
+    empty = repo.parent / "empty"
+    empty.mkdir()
+    code = f"""
+import json, os
+from pathlib import Path
+import mlflow
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoTokenizer
+os.chdir(Path(mlflow.artifacts.download_artifacts("models:/{name}@production", dst_path="v")))
+tok = AutoTokenizer.from_pretrained("base")
+model = AutoPeftModelForCausalLM.from_pretrained("adapter")
+messages = [{{"role": "user", "content": "What is the capital of France?"}}]
+prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+ids = tok(prompt, return_tensors="pt").input_ids
+out = model.generate(ids, max_new_tokens=12, do_sample=False)
+print(json.dumps({{"prompt": prompt, "answer": tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True),
+                  "base": json.loads(Path("base/identity.json").read_text())["source"]}}))
+"""
+    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    run = subprocess.run(
+        [sys.executable, "-I", "-c", code], cwd=empty, env=clean, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["base"] == "gguf" and got["prompt"].endswith("<|im_start|>assistant\n")  # SmolLM2's own template
+    assert any(c.isalpha() for c in got["answer"]), got  # words, through the real tokenizer
+    assert sorted(p.name for p in empty.iterdir()) == ["v"]

@@ -227,6 +227,7 @@ class Judge(Strict):
     model: str
     rubrics: list[str] = Field(min_length=1)
     repeats: int = Field(ge=1)
+    limit: int | None = Field(ge=1)
     temperature: float = Field(ge=0)
     top_logprobs: int = Field(ge=0, le=20)
     max_tokens: int = Field(ge=1)

@@ -434,6 +434,11 @@ def judge_section(judge: JudgeReport | None, why: str | None) -> str:
             f"invalid rate {_f(judge.invalid_rate)}, failure rate {_f(judge.failure_rate)}, "
             f"{judge.calls} calls ({_f(judge.cache_hit_rate)} cache hits), "
             f"tokens {tokens.prompt} in / {tokens.completion} out, cost ${_f(judge.cost_usd, 4)}",
+            *(
+                ["", f"Judged the first {judge.items} of {judge.eval_items} eval items (`judge.limit`)."]
+                if judge.items < judge.eval_items
+                else []
+            ),
         ]
     )
 

@@ -203,6 +203,8 @@ class JudgeReport(Contract):
     judge_reported: JudgeProvenance
     serving: Serving
     repeats: int = Field(ge=1)
+    items: int = Field(ge=1)  # eval items answered and judged per model (judge.limit may cut them)
+    eval_items: int = Field(ge=1)  # eval items in the prepared eval set
     rubrics: dict[str, JudgeRubric]
     invalid_rate: Probability
     failure_rate: Probability

@@ -231,7 +231,8 @@ def run(params: Params) -> dict[str, Any]:
     cfg, paths = params.judge, params.paths
     started = time.perf_counter()
     rubrics = {name: load_rubric(paths.prompts / RUBRIC_DIR, name) for name in cfg.rubrics}
-    rows = load_eval(paths.prepared_eval)
+    all_rows = load_eval(paths.prepared_eval)
+    rows = all_rows[: cfg.limit]  # the first N, as lm-eval's limit takes them: the same items every run
     calibration = load_calibration(paths.calibration, rubrics)
     if not paths.adapter_dir.is_dir():
         raise StageError(f"{paths.adapter_dir}: missing; run the train stage first (dvc repro train)")
@@ -282,6 +283,8 @@ def run(params: Params) -> dict[str, Any]:
         "judge_reported": provenance(records),
         "serving": serving,
         "repeats": cfg.repeats,
+        "items": len(rows),
+        "eval_items": len(all_rows),
         "invalid_rate": _r(sum(not r["valid"] and not r["failed"] for r in evals) / len(evals)),
         "failure_rate": _r(sum(r["failed"] for r in evals) / len(evals)),
         "errors": error_counts(records),
