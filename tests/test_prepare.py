@@ -113,6 +113,27 @@ def assert_no_outputs(work):
             "key given 2 times",
         ),
         (b"[" * 100_000 + b"]" * 100_000, 3, None, "nested too deeply"),
+        # issue #26: one record, one shape; a label outside the closed set (prepare.labels) is named where it sits
+        (
+            {
+                "input": "x y z",
+                "output": "Category: billing",
+                "messages": [
+                    {"role": "user", "content": "x y z"},
+                    {"role": "assistant", "content": "Category: transport"},
+                ],
+            },
+            3,
+            None,
+            "holds both shapes",
+        ),
+        ({"input": "x y z", "output": "Category: Fraud_Report"}, 3, "output", "label 'Fraud_Report' is not in"),
+        (
+            {"messages": [{"role": "user", "content": "x y z"}, {"role": "assistant", "content": "Category: fraud"}]},
+            3,
+            "messages[1].content",
+            "not in prepare.labels",
+        ),
     ],
 )
 def test_bad_record_is_located(work, bad, line, field, message):
@@ -292,7 +313,8 @@ def test_duplicates_dropped_and_counted_and_outputs_written(work):
     assert stats["eval"]["duplicates_dropped"] == 1
     assert set(stats["train"]["tokens"]) == {"p50", "p90", "p99", "max", "mean"}
     report = json.loads((work / "reports/data.json").read_text())
-    assert report["labels"] == ["billing", "radio_access", "transport"]
+    closed = load_params().prepare.labels  # the closed set: untrained labels stay multiple-choice options
+    assert report["labels"] == sorted(closed) and report["train"]["labels"]["core_network"] == 0
     rows = [json.loads(x) for x in (work / "data/prepared/train.jsonl").read_text().splitlines()]
     assert len(rows) == 55 and all(r["messages"][0]["role"] == "system" for r in rows)  # system prompt added
     evals = [json.loads(x) for x in (work / "data/prepared/eval.jsonl").read_text().splitlines()]
@@ -339,3 +361,35 @@ def test_cli_exits_nonzero_with_one_line(work):
     assert proc.returncode == 1
     assert "train.jsonl:3" in proc.stderr and "Traceback" not in proc.stderr
     assert_no_outputs(work)
+
+
+def test_an_eval_label_training_lacks_is_named_with_its_line(work):
+    evals = many(4, 1000) + [{"input": "core router R2 lost its BGP sessions", "output": "Category: core_network"}]
+    with pytest.raises(DataError, match="'core_network' never occurs in the training data") as err:
+        run_with(work, many(60), evals)
+    assert (err.value.line, err.value.field) == (5, "output") and "eval.jsonl:5" in str(err.value)
+    assert_no_outputs(work)
+
+
+def test_an_open_label_set_takes_what_training_holds(work):
+    import yaml
+
+    raw = yaml.safe_load((work / "params.yaml").read_text())
+    raw["prepare"]["labels"] = None
+    (work / "params.yaml").write_text(yaml.safe_dump(raw))
+    fraud = [{"input": f"card {i} charged twice abroad", "output": "Category: fraud\nAction: block."} for i in range(3)]
+    stats = run_with(work, many(60) + fraud)
+    assert sorted(stats["labels"]) == ["billing", "fraud", "radio_access", "transport"]
+
+
+@pytest.mark.parametrize("labels, message", [(["billing", "billing"], "repeated"), (["billing"], "at least 2")])
+def test_bad_label_sets_are_config_errors(tmp_path, labels, message):
+    from conftest import raw_params
+    from pydantic import ValidationError
+
+    from llmops.config import Params
+
+    raw = raw_params()
+    raw["prepare"]["labels"] = labels
+    with pytest.raises(ValidationError, match=message):
+        Params.model_validate(raw)

@@ -318,3 +318,26 @@ def test_tiny_limit_drops_sections_in_order_then_truncates(pr_repo):
 
 
 # --- the sticky comment, against a loopback server speaking GitHub's REST protocol -------------------------
+
+
+def test_the_run_ends_with_a_summary_a_person_reads():
+    """Issue #26: verdict, failed rules, where the report is, what to do next, and that dvc repro never fails."""
+    from pathlib import Path
+
+    from llmops.schemas import GateReport
+
+    passed = GateReport.model_validate(json.loads((REPORT_EXAMPLES / "gate.json").read_text()))
+    where = Path("reports/report.md")
+    text = "\n".join(report.run_summary(passed, None, where))
+    assert "Gate: PASS (`llmops gate` exits 0" in text and "git add dvc.lock reports/" in text
+    assert "Report: reports/report.md" in text and "dvc repro exits 0 whatever the verdict" in text
+
+    rule = passed.rules[0].model_copy(update={"passed": False, "reason": "tuned 0.40 < 0.50"})
+    failed = passed.model_copy(update={"verdict": "fail", "exit_code": 1, "rules": [rule, *passed.rules[1:]]})
+    text = "\n".join(report.run_summary(failed, None, where))
+    assert "Gate: FAIL (`llmops gate` exits 1" in text and f"failed {rule.rule}: tuned 0.40 < 0.50" in text
+    assert "dvc exp run" in text
+
+    error = passed.model_copy(update={"verdict": "error", "exit_code": 2, "errors": ["eval_compare.json: missing"]})
+    assert "could not judge: eval_compare.json: missing" in "\n".join(report.run_summary(error, None, where))
+    assert "no verdict" in report.run_summary(None, "not available (reports/gate.json missing)", where)[0]

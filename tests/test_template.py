@@ -275,6 +275,7 @@ def test_answers_landed(baked, template_repo, name, monkeypatch):
     assert (params.tracking.uri or "") == answers["mlflow_tracking_uri"]
     assert params.train.mlflow_experiment == slug
     assert params.deploy.registry_name == f"{slug}-adapter"
+    assert params.prepare.labels == labels  # the answered label set is closed: prepare enforces it
 
     readme = (repo / "README.md").read_text()
     for text in (

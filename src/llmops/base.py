@@ -29,6 +29,7 @@ from llmops.config import Base, Params, Paths, TinyModel
 from llmops.errors import DataError, StageError
 from llmops.gguf_convert import is_gguf
 from llmops.model import manifest
+from llmops.progress import Every
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 # Turns end with <|end|>, which is also EOS: generation stops after one assistant turn.
@@ -96,7 +97,8 @@ def pretrain(model, tokenizer, texts: list[str], cfg: TinyModel, seed: int) -> d
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_at)
     model.train()
     losses = []
-    for _ in range(cfg.pretrain_steps):
+    tick = Every("base: pretraining step", cfg.pretrain_steps)  # a line every 30 s: minutes of silence look hung
+    for step in range(cfg.pretrain_steps):
         starts = torch.randint(0, len(data) - cfg.seq_len, (cfg.batch_size,), generator=gen)
         batch = torch.stack([data[s : s + cfg.seq_len] for s in starts.tolist()])
         loss = model(input_ids=batch, labels=batch).loss
@@ -106,6 +108,7 @@ def pretrain(model, tokenizer, texts: list[str], cfg: TinyModel, seed: int) -> d
         sched.step()
         optim.zero_grad(set_to_none=True)
         losses.append(loss.item())
+        tick(step + 1, f"loss {losses[-1]:.3f}")
     model.eval()
     tail = losses[-20:] or [float("nan")]
     return {

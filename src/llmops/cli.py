@@ -121,7 +121,9 @@ def report(
             reports = Path("reports")
         print(json.dumps(stage.write_failure(reports, failed, log)))
         return
-    run_stage(stage.run, base_ref)
+    result = run_stage(stage.run, base_ref)
+    # the last thing `dvc repro` prints: what a person reads (the JSON above is for tools)
+    typer.secho("\n".join(["", *result["summary"]]), err=True, bold=True)
 
 
 @app.command()

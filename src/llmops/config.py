@@ -130,8 +130,16 @@ class Prepare(Strict):
     leakage_ngram: int = Field(ge=1, le=16)
     leakage_threshold: float = Field(gt=0, le=1)
     label_regex: str
+    labels: list[str] | None = Field(min_length=2)  # the closed label set; None = open (whatever training holds)
     system_prompt: Path | None
     seed: int
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, labels: list[str] | None) -> list[str] | None:
+        if labels is not None and len(set(labels)) != len(labels):
+            raise ValueError(f"a label is repeated: {labels}")
+        return labels
 
     @field_validator("label_regex")
     @classmethod

@@ -2,16 +2,17 @@ r"""Stage `prepare`: validate and normalise the raw labelled data into what trai
 
 Run:  llmops prepare       (dvc repro prepare)
 
-Accepted records, one JSON object per line (both may be mixed in one file):
+Accepted records, one JSON object per line (both shapes may be mixed in one file, never in one record):
   {"input": "...", "output": "..."}
   {"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ..., {"role": "assistant", ...}]}
-The answer must contain the domain label in the form `prepare.label_regex` captures ("Category: <label>").
+The answer must contain the domain label in the form `prepare.label_regex` captures ("Category: <label>"),
+and the label must be one of `prepare.labels` (null: an open set, whatever the training data holds).
 
 Checks (each failure names file, line and field, exits non-zero and writes nothing): line size against
 prepare.max_line_bytes (before parsing or tokenising; an over-long line is never held in memory whole), UTF-8,
-JSON, duplicate keys at any level (json would silently keep the last), shape, control characters (a JSON escape
+JSON, duplicate keys at any level (json would silently keep the last), shape (one per record), control characters (a JSON escape
 such as \u0000 included; \n and \t allowed), text with nothing visible (whitespace, zero-width or format
-characters only), label present, duplicates (dropped and counted), train/eval leakage (an error unless
+characters only), label present and in prepare.labels, eval labels that training lacks, duplicates (dropped and counted), train/eval leakage (an error unless
 prepare.allow_leakage; see `find_leaks`), length in tokens against prepare.max_seq_len with the policy
 prepare.truncation, and at least prepare.min_examples training records.
 
@@ -51,6 +52,7 @@ class Example:
     label: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     prompt_field: str = "input"  # where the prompt sits in the raw record, for messages that point at it
+    answer_field: str = "output"  # where the answer (and its label) sits in the raw record
 
     @property
     def prompt(self) -> list[dict[str, str]]:
@@ -131,6 +133,10 @@ def _bounded_lines(fh, limit: int):
 def parse_record(record: Any, path: Path, line: int, system_prompt: str | None) -> Example:
     if not isinstance(record, dict):
         raise DataError(path, f"expected a JSON object, got {type(record).__name__}", line)
+    if "messages" in record and ("input" in record or "output" in record):
+        raise DataError(
+            path, "holds both shapes ('messages' and 'input'/'output'); keep one, so no answer is dropped", line
+        )
     if "messages" in record:
         turns = record["messages"]
         if not isinstance(turns, list) or not turns:
@@ -162,12 +168,21 @@ def parse_record(record: Any, path: Path, line: int, system_prompt: str | None) 
         raise DataError(path, "record needs either 'messages' or 'input'+'output'", line)
     if system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
-    return Example(path, line, messages, prompt_field="messages" if "messages" in record else "input")
+    if "messages" in record:
+        return Example(
+            path, line, messages, prompt_field="messages", answer_field=f"messages[{len(turns) - 1}].content"
+        )
+    return Example(path, line, messages)
 
 
 def read_examples(
-    path: Path, system_prompt: str | None, label_regex: re.Pattern[str], max_line_bytes: int = 1 << 20
+    path: Path,
+    system_prompt: str | None,
+    label_regex: re.Pattern[str],
+    max_line_bytes: int = 1 << 20,
+    labels: list[str] | None = None,
 ) -> list[Example]:
+    """Parse and check every line; `labels` (prepare.labels) closes the label set, None leaves it open."""
     if not path.is_file():
         raise DataError(path, "file not found")
     examples = []
@@ -186,9 +201,18 @@ def read_examples(
             example = parse_record(record, path, line, system_prompt)
             match = label_regex.search(example.answer)
             if not match:
-                field_name = "output" if "output" in record else f"messages[{len(record['messages']) - 1}].content"
-                raise DataError(path, f"answer has no label matching {label_regex.pattern!r}", line, field_name)
+                raise DataError(
+                    path, f"answer has no label matching {label_regex.pattern!r}", line, example.answer_field
+                )
             example.label = match.group(1)
+            if labels is not None and example.label not in labels:
+                raise DataError(
+                    path,
+                    f"label {example.label!r} is not in prepare.labels {labels} "
+                    "(add it there, or set prepare.labels: null for an open label set)",
+                    line,
+                    example.answer_field,
+                )
             examples.append(example)
     if not examples:
         raise DataError(path, "no records (the file is empty)")
@@ -301,8 +325,8 @@ def run(params: Params) -> dict[str, Any]:
     paths, cfg = params.paths, params.prepare
     system_prompt = cfg.system_prompt.read_text(encoding="utf-8").strip() if cfg.system_prompt else None
     label_regex = re.compile(cfg.label_regex)
-    train_raw = read_examples(paths.raw_train, system_prompt, label_regex, cfg.max_line_bytes)
-    eval_raw = read_examples(paths.raw_eval, system_prompt, label_regex, cfg.max_line_bytes)
+    train_raw = read_examples(paths.raw_train, system_prompt, label_regex, cfg.max_line_bytes, cfg.labels)
+    eval_raw = read_examples(paths.raw_eval, system_prompt, label_regex, cfg.max_line_bytes, cfg.labels)
     train, train_dupes = dedupe(train_raw)
     evals, eval_dupes = dedupe(eval_raw)
 
@@ -332,10 +356,19 @@ def run(params: Params) -> dict[str, Any]:
             f"{len(train)} usable training examples after dropping duplicates and "
             f"over-long ones; prepare.min_examples is {cfg.min_examples}",
         )
-    labels = sorted({ex.label for ex in train})
-    unseen = sorted({ex.label for ex in evals} - set(labels))
-    if unseen:
-        raise DataError(paths.raw_eval, f"labels {unseen} never occur in training data")
+    trained = {ex.label for ex in train}
+    labels = sorted(cfg.labels or trained)  # a closed set keeps its untrained labels as multiple-choice options
+    unseen = [ex for ex in evals if ex.label not in trained]
+    if unseen:  # the model cannot learn a label it never sees (a closed set may still lack training examples)
+        first = unseen[0]
+        lines = ", ".join(f"{ex.line} ({ex.label})" for ex in unseen[:10]) + (" ..." if len(unseen) > 10 else "")
+        raise DataError(
+            first.path,
+            f"label {first.label!r} never occurs in the training data ({paths.raw_train}); eval lines with labels "
+            f"training lacks: {lines}",
+            first.line,
+            first.answer_field,
+        )
 
     random.Random(cfg.seed).shuffle(train)
     train_rows = [{"messages": ex.messages, "label": ex.label} for ex in train]

@@ -594,12 +594,50 @@ def fit(head: str, sections: list[Section], max_chars: int) -> str:
     return text
 
 
+def run_summary(gate: GateReport | None, why: str | None, report: Path) -> list[str]:
+    """What a person reads when `dvc repro` ends: the verdict, the failed rules, where the report is, what next.
+    `dvc repro` itself exits 0 whatever the verdict (the gate stage runs with --no-fail so the report is always
+    written); what ships is decided by `llmops gate`'s exit code, which CI reads."""
+    if gate is None:
+        lines = [
+            f"Gate: no verdict: reports/gate.json is {why}",
+            "Next: run `dvc repro` and read the failing stage's error.",
+        ]
+    else:
+        failed = [r for r in gate.rules if r.binding and not r.passed]
+        lines = [f"Gate: {gate.verdict.upper()} (`llmops gate` exits {gate.exit_code}; {gate.summary})"]
+        lines += [f"  failed {r.rule}: {r.reason}" for r in failed[:8]]
+        lines += [f"  could not judge: {e}" for e in gate.errors[:5]]
+        if gate.verdict == Verdict.passed:
+            lines.append(
+                "Next: record this run as the baseline the next experiment is compared with: "
+                "git add dvc.lock reports/ && git commit (and `dvc push` with a remote); then open a PR."
+            )
+        elif gate.verdict == Verdict.failed:
+            lines.append(
+                "Next: read the failed rules in the report, change the data or train params, and try it as an "
+                "experiment: dvc exp run -S train.<key>=<value> (make exps compares them)."
+            )
+        else:
+            lines.append("Next: fix what the gate could not judge (above), then dvc repro.")
+    lines.append(f"Report: {report}")
+    lines.append("Note: dvc repro exits 0 whatever the verdict; CI ships only when `llmops gate` exits 0.")
+    return lines
+
+
 def run(params: Params, base_ref: str | None = None) -> dict:
     ref = base_ref or os.environ.get(BASE_REF_ENV) or params.report.base_ref
     text = with_build_mode(build(params, ref))
     out = params.paths.report(schemas.REPORT)
     write_text(out, text)
-    return {"report": str(out), "chars": len(text), "base_ref": ref, "trimmed": "**Trimmed**" in text}
+    gate, why = _read(params.paths.report(schemas.GATE), GateReport)
+    return {
+        "report": str(out),
+        "chars": len(text),
+        "base_ref": ref,
+        "trimmed": "**Trimmed**" in text,
+        "summary": run_summary(gate, why, out),
+    }
 
 
 # --- CI: the build-mode label, and the report of a failed pipeline step ----------------------------------------

@@ -170,6 +170,8 @@ def fill_params():
         "train.mlflow_experiment": slug,
         "tracking.uri": ANSWERS["mlflow_tracking_uri"] or None,
         "deploy.registry_name": f"{slug}-adapter",
+        # the label set answered at bake is closed: prepare refuses any other label, naming its line
+        "prepare.labels": [label.strip() for label in ANSWERS["labels"].split(",") if label.strip()],
     }
     # Empty answers keep params.yaml's own value: defaults live there once, not again in cookiecutter.json.
     for dotted, key, cast in (("base.model", "base_model", str), ("judge.model", "judge_model", str),
