@@ -304,6 +304,7 @@ def test_fork_pr_without_secrets_rebuilds_labelled_and_a_failed_stage_is_reporte
     assert "Pipeline failed at step `repro`, stage `prepare`" in report
     assert "min_examples" in report and "Gate: **" not in report
     assert report in result.summary
+    assert not (ws / "reports/gate.json").exists()  # main's committed verdict never reaches this run's artifact
 
 
 def test_zz_print_timings():
