@@ -71,6 +71,20 @@ def test_build_mode_label_goes_under_the_title(monkeypatch):
     )
 
 
+def test_the_build_line_says_which_stages_were_restored_and_which_ran(monkeypatch, tmp_path):
+    """Issue #25: a remote build that restored nothing must not read as one that reused the base branch."""
+    text = f"{report.MARKER}\n# llmops report\n\nGate: **pass**\n"
+    monkeypatch.setenv(report.BUILD_MODE_ENV, "DVC remote")
+    log = tmp_path / "repro.log"
+    log.write_text("Running stage 'base':\nRunning stage 'prepare':\n")
+    assert "Build: DVC remote  \nStages restored none; ran `base`, `prepare`\n" in report.with_build_mode(text, log)
+    log.write_text(
+        "Stage 'base' is cached - skipping run, checking out outputs\n"
+        "Stage 'prepare' didn't change, skipping\nRunning stage 'train':\n"
+    )
+    assert "Stages restored `base`; ran `train`; unchanged `prepare`\n" in report.with_build_mode(text, log)
+
+
 @pytest.mark.parametrize(
     "expr, expected",
     [

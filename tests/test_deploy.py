@@ -138,9 +138,12 @@ def deploy_and_rollback_cycle(work: Path) -> None:
     assert (second["version"], second["previous_version"]) == ("2", "1")
     assert alias_version() == "2" and alias_version("previous-production") == "1"
 
+    assert alias_version("candidate") == "2"  # what the smoke test loaded
     back = deploy.rollback(load_params())
     assert (back["from_version"], back["to_version"]) == ("2", "1")
     assert alias_version() == "1"
+    with pytest.raises(Exception, match="candidate"):  # no alias still hands out the rolled-back version
+        alias_version("candidate")
     assert client().get_model_version(NAME, "2").tags["rolled_back"] == "true"
     with pytest.raises(StageError, match="first deployment"):
         deploy.rollback(load_params())

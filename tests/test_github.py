@@ -27,10 +27,11 @@ OTHER_APP_BOT = {"login": "other-ci[bot]", "id": 99, "type": "Bot"}
 class FakeGitHub(ThreadingHTTPServer):
     token = "ghs_workflow_token"  # an installation token of the github-actions app: writes as BOT
 
-    def __init__(self, comments: list[dict]):
+    def __init__(self, comments: list[dict], read_only: bool = False):
         super().__init__(("127.0.0.1", 0), Handler)
         self.comments = comments
         self.calls: list[tuple[str, str]] = []
+        self.read_only = read_only  # a token without pull-requests: write (Dependabot PRs): reads work, writes 403
 
     @property
     def url(self) -> str:
@@ -95,6 +96,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         if not self._authorised():
             return
+        if self.server.read_only:
+            return self._send(403, {"message": "Resource not accessible by integration"})
         if self.path != "/repos/acme/llm/issues/7/comments":
             return self._send(404, {"message": "Not Found"})
         new = comment(5000 + len(self.server.comments), self._body()["body"], BOT, ACTIONS_APP)
@@ -116,8 +119,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def github(monkeypatch):
-    def _start(comments):
-        server = FakeGitHub(comments)
+    def _start(comments, read_only=False):
+        server = FakeGitHub(comments, read_only)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         monkeypatch.setenv("GITHUB_TOKEN", server.token)
@@ -156,6 +159,23 @@ def test_a_bot_login_via_another_app_is_not_ours(github):
     assert spoof["body"] == f"{MARKER}\nold" and len(server.comments) == 2
 
 
+def comment_job_context(token: str) -> dict:
+    """The `github` context of a same-repo pull_request run (PR 7 into main)."""
+    return {
+        "event_name": "pull_request",
+        "ref": "refs/pull/7/merge",
+        "ref_name": "7/merge",
+        "base_ref": "main",
+        "repository": "acme/llm",
+        "sha": "0" * 40,
+        "token": token,
+        "event": {
+            "repository": {"default_branch": "main"},
+            "pull_request": {"number": 7, "head": {"repo": {"full_name": "acme/llm"}}, "base": {"sha": "1" * 40}},
+        },
+    }
+
+
 @pytest.mark.integration
 def test_the_workflow_comment_job_posts_the_downloaded_report(github, tmp_path):
     """The `comment` job's own run: step, as GitHub would run it: stdlib only, base branch's src, no install."""
@@ -166,24 +186,11 @@ def test_the_workflow_comment_job_posts_the_downloaded_report(github, tmp_path):
     (ws / "pr-reports/report.md").write_text(f"{MARKER}\n# llmops report\n\n## :x: Pipeline failed at step `repro`\n")
     env = {k: v for k, v in offline_env(tmp_path).items() if k not in ("GITHUB_TOKEN", "PYTHONPATH")}
     env["GITHUB_API_URL"] = server.url  # set by the runner on GitHub
-    github_ctx = {
-        "event_name": "pull_request",
-        "ref": "refs/pull/7/merge",
-        "ref_name": "7/merge",
-        "base_ref": "main",
-        "repository": "acme/llm",
-        "sha": "0" * 40,
-        "token": server.token,
-        "event": {
-            "repository": {"default_branch": "main"},
-            "pull_request": {"number": 7, "head": {"repo": {"full_name": "acme/llm"}}, "base": {"sha": "1" * 40}},
-        },
-    }
     result = run_job(
         ROOT / ".github/workflows/pipeline.yml",
         "comment",
         ws,
-        github=github_ctx,
+        github=comment_job_context(server.token),
         secrets={},
         base_env=env,
         skip_ids={},
@@ -199,6 +206,31 @@ def test_the_workflow_comment_job_posts_the_downloaded_report(github, tmp_path):
     ours = [c for c in server.comments if c["user"] == BOT]
     assert len(ours) == 1 and "Pipeline failed at step `repro`" in ours[0]["body"]
     assert server.comments[0]["body"] == f"{MARKER}\nstale, by a human"
+
+
+@pytest.mark.integration
+def test_a_read_only_token_is_a_warning_in_the_job_summary_not_a_red_job(github, tmp_path):
+    """Issue #25: a same-repo PR whose token cannot write (Dependabot's): the comment job stays green."""
+    server = github([], read_only=True)
+    ws = tmp_path / "ws"
+    (ws / "pr-reports").mkdir(parents=True)
+    (ws / "src").symlink_to(ROOT / "src")
+    (ws / "pr-reports/report.md").write_text(f"{MARKER}\n# llmops report\n")
+    env = {k: v for k, v in offline_env(tmp_path).items() if k not in ("GITHUB_TOKEN", "PYTHONPATH")}
+    env["GITHUB_API_URL"] = server.url
+    result = run_job(
+        ROOT / ".github/workflows/pipeline.yml",
+        "comment",
+        ws,
+        github=comment_job_context(server.token),
+        secrets={},
+        base_env=env,
+        skip_ids={},
+        path_prepend=[str(BIN)],
+    )
+    assert result.ok, [s.log for s in result.steps]
+    assert [m for m, _ in server.calls] == ["GET", "POST"] and server.comments == []
+    assert "PR comment not posted" in result.summary and "HTTP 403" in result.summary
 
 
 def test_a_fork_pr_gets_no_comment_job():
@@ -259,12 +291,21 @@ def test_comment_cli_and_errors(github, tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["action"] == expected
     assert len(marked(github)) == 1
-    env["GITHUB_TOKEN"] = "wrong-secret-value"
+    # GitHub refusing is a warning (annotation + job summary), exit 0: the model is not what is wrong
+    summary = tmp_path / "summary.md"
+    env.update(GITHUB_TOKEN="wrong-secret-value", GITHUB_STEP_SUMMARY=str(summary))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 1 and "HTTP 401" in proc.stderr and "wrong-secret-value" not in proc.stderr
+    assert proc.returncode == 0 and "::warning title=PR comment::" in proc.stdout and "HTTP 401" in proc.stdout
+    assert "wrong-secret-value" not in proc.stdout + proc.stderr + summary.read_text()
     del env["GITHUB_TOKEN"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 1 and "GITHUB_TOKEN is not set" in proc.stderr
+    assert proc.returncode == 0 and "GITHUB_TOKEN is not set" in proc.stdout
+    assert summary.read_text().count("PR comment not posted") == 2
+    # our own mistakes still fail the job
+    proc = subprocess.run(
+        ["llmops", "comment", *args[:4], "--file", str(tmp_path / "none.md")], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "none.md" in proc.stderr
 
 
 def test_comment_rejects_bad_repo(monkeypatch):

@@ -132,14 +132,11 @@ def comment(
     pr: int = typer.Option(..., help="pull request number"),
     file: Path = typer.Option(Path("reports/report.md"), help="Markdown body"),
 ) -> None:
-    """Create or update the sticky PR comment (token: GITHUB_TOKEN; API: GITHUB_API_URL)."""
-    from llmops.github import sticky_comment
+    """Create or update the sticky PR comment (token: GITHUB_TOKEN; API: GITHUB_API_URL). GitHub refusing (403 for
+    a read-only token) is a warning, exit 0; a bad --repo or a missing file is exit 1."""
+    from llmops.github import main
 
-    try:
-        print(json.dumps(sticky_comment(repo, pr, file.read_text(encoding="utf-8"))))
-    except (StageError, OSError) as exc:
-        typer.secho(f"error: {exc}", err=True, fg="red")
-        sys.exit(1)
+    sys.exit(main(["--repo", repo, "--pr", str(pr), "--file", str(file)]))
 
 
 @app.command()

@@ -497,6 +497,13 @@ def redeploy(params: Params, version: str, smoke: SmokeTest | None = None) -> di
     }
 
 
+def _alias_version(client, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except Exception:  # noqa: BLE001 - MLflow raises a bare MlflowException for an unset alias
+        return None
+
+
 def rollback(params: Params) -> dict:
     """Move the alias to the version that held it before the current one (one step back per call)."""
     require_tracking_uri(params)
@@ -516,6 +523,8 @@ def rollback(params: Params) -> dict:
         )
     client.set_registered_model_alias(name, alias, previous)
     client.set_model_version_tag(name, current.version, "rolled_back", "true")
+    if str(_alias_version(client, name, CANDIDATE)) == str(current.version):  # nothing may still load it by alias
+        client.delete_registered_model_alias(name, CANDIDATE)
     older = client.get_model_version(name, previous).tags.get(PREVIOUS_TAG)
     if older:
         client.set_registered_model_alias(name, f"previous-{alias}", older)

@@ -27,6 +27,12 @@ from typing import Any
 
 from llmops.errors import StageError
 
+
+class GitHubRefused(StageError):
+    """GitHub answered with an error status or could not be reached: the comment is not posted, but nothing about
+    the model is wrong, so the job warns instead of failing (a Dependabot PR's read-only token gets 403)."""
+
+
 API_VERSION = "2022-11-28"
 MARKER = "<!-- llmops-report -->"  # the sticky comment is the one comment carrying this marker
 AUTHOR_ENV = "LLMOPS_COMMENT_AUTHOR"
@@ -64,9 +70,9 @@ def _request(method: str, url: str, token: str, body: dict | None = None) -> tup
     except urllib.error.HTTPError as exc:
         # The message names the call and GitHub's answer; never the token.
         detail = exc.read().decode(errors="replace")[:300]
-        raise StageError(f"GitHub API {method} {url}: HTTP {exc.code} {detail}") from None
+        raise GitHubRefused(f"GitHub API {method} {url}: HTTP {exc.code} {detail}") from None
     except urllib.error.URLError as exc:
-        raise StageError(f"GitHub API {method} {url}: {exc.reason}") from None
+        raise GitHubRefused(f"GitHub API {method} {url}: {exc.reason}") from None
 
 
 def _next_link(headers: dict) -> str | None:
@@ -88,7 +94,7 @@ def sticky_comment(
     author = author or os.environ.get(AUTHOR_ENV) or DEFAULT_AUTHOR
     token = token or os.environ.get("GITHUB_TOKEN")
     if not token:
-        raise StageError("GITHUB_TOKEN is not set (the comment needs a token with pull-requests: write)")
+        raise GitHubRefused("GITHUB_TOKEN is not set (the comment needs a token with pull-requests: write)")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo):
         raise StageError(f"--repo must be owner/name, got {repo!r}")
     api = (api_url or os.environ.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/")
@@ -117,10 +123,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(json.dumps(sticky_comment(args.repo, args.pr, args.file.read_text(encoding="utf-8"))))
-    except (StageError, OSError) as exc:
+    except GitHubRefused as exc:  # GitHub said no (or was unreachable): warn, in the log and the job summary
+        warn(f"the PR comment was not posted: {exc}. The report is in this run's job summary and artifact.")
+        return 0
+    except (StageError, OSError) as exc:  # our own mistake (bad --repo, no report file): the job fails
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def warn(message: str) -> None:
+    """A GitHub Actions warning annotation, and the same line in the job summary when there is one."""
+    one_line = " ".join(message.split())
+    print(f"::warning title=PR comment::{one_line}")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(f"> ⚠️ **PR comment not posted**: {one_line}\n")
 
 
 if __name__ == "__main__":

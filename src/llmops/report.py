@@ -627,7 +627,7 @@ def run_summary(gate: GateReport | None, why: str | None, report: Path) -> list[
 
 def run(params: Params, base_ref: str | None = None) -> dict:
     ref = base_ref or os.environ.get(BASE_REF_ENV) or params.report.base_ref
-    text = with_build_mode(build(params, ref))
+    text = with_build_mode(build(params, ref), params.paths.reports / "ci" / "repro.log")
     out = params.paths.report(schemas.REPORT)
     write_text(out, text)
     gate, why = _read(params.paths.report(schemas.GATE), GateReport)
@@ -647,10 +647,24 @@ BUILD_MODE_ENV = "LLMOPS_BUILD_MODE"
 FAILED_LOG_LINES = 40  # the tail of the step's log shown in the comment: the stage's own error is at its end
 
 
-def with_build_mode(text: str) -> str:
-    """Say how CI built this (remote reuse or from scratch, and why) right under the title."""
+def with_build_mode(text: str, repro_log: Path | None = None) -> str:
+    """Say how CI built this (remote reuse or from scratch, and why) right under the title, and, from the
+    `dvc repro` log CI keeps, which stages were restored and which ran (the label alone says what was tried)."""
     label = os.environ.get(BUILD_MODE_ENV)
-    return text.replace("# llmops report\n", f"# llmops report\n\nBuild: {label}\n", 1) if label else text
+    if not label:
+        return text
+    line = f"Build: {label}"
+    if repro_log is not None and repro_log.is_file():
+        stages = dvc_stages(repro_log.read_text(encoding="utf-8", errors="replace"))
+        parts = [
+            f"{kind} {', '.join(f'`{s}`' for s in stages[kind]) or 'none'}"
+            for kind in ("restored", "ran")
+            if stages[kind] or kind == "restored"
+        ]
+        line += f"  \nStages {'; '.join(parts)}" + (
+            f"; unchanged {', '.join(f'`{s}`' for s in stages['unchanged'])}" if stages["unchanged"] else ""
+        )
+    return text.replace("# llmops report\n", f"# llmops report\n\n{line}\n", 1)
 
 
 def dvc_stages(log: str) -> dict[str, list[str]]:
