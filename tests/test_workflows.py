@@ -115,11 +115,15 @@ def test_pipeline_job_builds_what_is_missing_and_pushes_in_remote_mode():
     assert "dvc repro --pull" in by_id["repro"]["run"] and "dvc repro 2>&1" in by_id["repro"]["run"]
     assert "dvc push --run-cache" in by_id["push"]["run"] and "llmops.ci publish" in by_id["push"]["run"]
     assert by_id["push"]["if"] == "${{ steps.mode.outputs.mode == 'remote' }}"
-    assert "rm -f reports/report.md" in by_id["mode"]["run"]  # the committed report never reaches the PR
+    assert "rm -f reports/report.md reports/gate.json" in by_id["mode"]["run"]  # nor main's committed verdict
     # secrets: never in the install step nor at job/workflow level; the mode step only learns whether one is set
     assert "env" not in job and "secrets" not in yaml.safe_dump(wf.get("env"))
     assert not secret_refs(by_id["install"]) and by_id["install"].get("env") is None
-    assert by_id["mode"]["env"] == {"HAS_CREDENTIALS": "${{ secrets.AWS_ACCESS_KEY_ID != '' }}"}
+    assert by_id["mode"]["env"] == {
+        "HAS_CREDENTIALS": "${{ secrets.AWS_ACCESS_KEY_ID != '' }}",
+        "DVC_S3_ENDPOINT_URL": "${{ vars.DVC_S3_ENDPOINT_URL }}",  # variables, not secrets: no key among them
+        "DVC_S3_REGION": "${{ vars.DVC_S3_REGION }}",
+    }
     assert {n for s in steps(job) for n in secret_refs(s)} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     order = [
         next(i for i, s in enumerate(steps(job)) if s.get("id") == k)
