@@ -82,3 +82,18 @@ def test_every_key_is_required(tmp_path, monkeypatch):
         with pytest.raises(ConfigError) as err:
             load_params(write(tmp_path, raw))
         assert f"{'.'.join(path)}: missing" in str(err.value), str(err.value)
+
+
+def test_label_regex_and_label_prefix_must_describe_one_answer_format():
+    """Issue #26: triage_gen reads labels with the regex, triage_mc scores them after the prefix."""
+    from conftest import raw_params
+    from pydantic import ValidationError
+
+    from llmops.config import Params
+
+    raw = raw_params()
+    raw["prepare"]["label_prefix"] = "Route:"
+    with pytest.raises(ValidationError, match="must describe the same answer format"):
+        Params.model_validate(raw)
+    raw["prepare"]["label_regex"] = r"Route:\s*([A-Za-z0-9_\-]+)"
+    assert Params.model_validate(raw).prepare.label_prefix == "Route:"

@@ -36,6 +36,8 @@ CLAIMS = {
     "domain_name": "insurance claims",
     "domain_description": "Route each incoming claim note to the team that handles it.",
     "labels": "auto, property,health,liability",
+    "label_prefix": "Route",  # issue #26: the answer format is the bake's, not the demo's "Category:"
+    "detail_prefix": "Reply",
     "task_kind": "classify_and_act",
     "base_model": "",
     "judge_base_url": "",
@@ -51,6 +53,7 @@ LEGAL = {
     "domain_name": "legal clauses",
     "domain_description": "Tag each contract clause with its type.",
     "labels": "indemnity,termination,confidentiality,governing-law,payment_terms",
+    "label_prefix": "Clause type",
     "task_kind": "classify",
     "base_model": "meta-llama/Llama-3.1-8B-Instruct",
     "judge_base_url": "https://judge.example.com/v1",
@@ -295,7 +298,10 @@ def test_answers_landed(baked, template_repo, name, monkeypatch):
     rubric = yaml.safe_load((repo / f"prompts/rubrics/{rubric_name}.yaml").read_text())
     assert rubric["name"] == rubric_name and answers["domain_name"] in rubric["description"]
     assert all(label in " ".join(rubric["criteria"]) for label in labels)
-    assert ("action" in " ".join(rubric["criteria"]).lower()) == (answers["task_kind"] == "classify_and_act")
+    label_prefix, detail_prefix = answers.get("label_prefix", "Category"), answers.get("detail_prefix", "Action")
+    acts = answers["task_kind"] == "classify_and_act"
+    assert (detail_prefix.lower() in " ".join(rubric["criteria"]).lower()) == acts
+    assert f'"{label_prefix}:' in " ".join(rubric["criteria"])
     system = (repo / "prompts/task/system.txt").read_text()
     assert answers["domain_description"] in system and all(label in system for label in labels)
 
@@ -309,10 +315,14 @@ def test_answers_landed(baked, template_repo, name, monkeypatch):
     for key in ("raw_train", "raw_eval"):
         answers_text = [r["output"] if "output" in r else r["messages"][-1]["content"] for r in rows[key]]
         assert {regex.search(a).group(1) for a in answers_text} == set(labels)
-        assert all(
-            a.startswith("Category: ") and ("\nAction: " in a) == (answers["task_kind"] == "classify_and_act")
-            for a in answers_text
-        )
+        assert all(a.startswith(f"{label_prefix}: ") and (f"\n{detail_prefix}: " in a) == acts for a in answers_text)
+    # the answer format is the bake's everywhere it is defined: params, eval tasks, prompts, data
+    assert params.prepare.label_prefix == f"{label_prefix}:" and f'"{label_prefix}: <label>"' in system
+    if label_prefix != "Category":
+        defining = [repo / "params.yaml", *(repo / "evals").rglob("*.yaml"), *(repo / "prompts").rglob("*.*")]
+        defining += [repo / getattr(params.paths, key) for key in ("raw_train", "raw_eval", "calibration")]
+        left = [str(f.relative_to(repo)) for f in defining if "Category:" in f.read_text()]
+        assert left == [], left
     assert len(rows["domain_text"]) >= 100 and all(r["text"].strip() for r in rows["domain_text"])
     assert {r["rubric"] for r in rows["calibration"]} == {rubric_name}
     assert {r["human_score"] for r in rows["calibration"]} == {1, 2, 3, 4, 5}  # kappa is defined

@@ -130,9 +130,23 @@ class Prepare(Strict):
     leakage_ngram: int = Field(ge=1, le=16)
     leakage_threshold: float = Field(gt=0, le=1)
     label_regex: str
+    label_prefix: str = Field(min_length=1)  # the text the label follows in an answer; triage_mc scores after it
     labels: list[str] | None = Field(min_length=2)  # the closed label set; None = open (whatever training holds)
     system_prompt: Path | None
     seed: int
+
+    @model_validator(mode="after")
+    def _regex_reads_after_the_prefix(self) -> Prepare:
+        # the generative task reads labels with the regex and the multiple-choice task scores them right after
+        # the prefix: both must describe one answer format, or the two domain scores measure different things
+        label = self.labels[0] if self.labels else "label"
+        match = re.search(self.label_regex, f"{self.label_prefix} {label}")
+        if not match or match.group(1) != label:
+            raise ValueError(
+                f"label_regex {self.label_regex!r} does not read {label!r} from {self.label_prefix + ' ' + label!r}: "
+                "label_regex and label_prefix must describe the same answer format"
+            )
+        return self
 
     @field_validator("labels")
     @classmethod

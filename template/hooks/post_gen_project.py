@@ -172,6 +172,9 @@ def fill_params():
         "deploy.registry_name": f"{slug}-adapter",
         # the label set answered at bake is closed: prepare refuses any other label, naming its line
         "prepare.labels": [label.strip() for label in ANSWERS["labels"].split(",") if label.strip()],
+        # the answer format: where prepare and triage_gen read the label, and what triage_mc scores it after
+        "prepare.label_prefix": f"{ANSWERS['label_prefix'].strip()}:",
+        "prepare.label_regex": re.escape(f"{ANSWERS['label_prefix'].strip()}:") + r"\s*([A-Za-z0-9_\-]+)",
     }
     # Empty answers keep params.yaml's own value: defaults live there once, not again in cookiecutter.json.
     for dotted, key, cast in (("base.model", "base_model", str), ("judge.model", "judge_model", str),

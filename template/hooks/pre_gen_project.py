@@ -9,7 +9,8 @@ import sys
 from urllib.parse import urlparse
 
 ANSWERS = json.loads({{ cookiecutter | jsonify | tojson }})
-LABEL = re.compile(r"^[A-Za-z0-9_\-]+$")  # what params.yaml prepare.label_regex captures after "Category:"
+LABEL = re.compile(r"^[A-Za-z0-9_\-]+$")  # what params.yaml prepare.label_regex captures after the label prefix
+PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9 _\-]*$")  # 'Category', 'Route', 'Next step': the ':' is added
 errors = []
 
 slug = ANSWERS["project_slug"]
@@ -23,6 +24,14 @@ if len(set(labels)) != len(labels):
 for label in labels:
     if not LABEL.match(label):
         errors.append(f"labels: {label!r} may only use letters, digits, '_' and '-'")
+prefixes = {key: ANSWERS[key].strip() for key in ("label_prefix", "detail_prefix")}
+for key, prefix in prefixes.items():
+    if not PREFIX.match(prefix):
+        errors.append(f"{key} {ANSWERS[key]!r}: one or a few words (letters, digits, spaces, _ and -; "
+                      "no ':', which the answer format adds)")
+if prefixes["label_prefix"].lower() == prefixes["detail_prefix"].lower():
+    errors.append(f"detail_prefix {ANSWERS['detail_prefix']!r}: must differ from label_prefix (the label is read "
+                  "from the line after the label prefix)")
 for key in ("domain_name", "domain_description"):
     if not ANSWERS[key].strip() or "\n" in ANSWERS[key]:
         errors.append(f"{key}: must be one non-empty line")

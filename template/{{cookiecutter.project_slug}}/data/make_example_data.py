@@ -9,8 +9,8 @@ stage has something to measure. They say nothing about your real task.
 
 To use your own data, overwrite these files (and delete this script):
 - paths.raw_train / paths.raw_eval: one JSON object per line, either
-    {"input": "<one {{ cookiecutter.domain_name }} item>", "output": "Category: <label>{% if cookiecutter.task_kind == 'classify_and_act' %}\\nAction: <next step>.{% endif %}"}
-  or {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "Category: ..."}]}.
+    {"input": "<one {{ cookiecutter.domain_name }} item>", "output": "{{ cookiecutter.label_prefix }}: <label>{% if cookiecutter.task_kind == 'classify_and_act' %}\\n{{ cookiecutter.detail_prefix }}: <one sentence>.{% endif %}"}
+  or {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "{{ cookiecutter.label_prefix }}: ..."}]}.
   At least prepare.min_examples training records and 40+ held-out ones, no input in both files.
 - paths.domain_text: {"text": "..."} lines of unlabelled domain text (manuals, guidelines, past items).
   Only the tiny base model pretrains on it; a real base model ignores it.
@@ -30,7 +30,9 @@ import yaml
 DOMAIN = {{ cookiecutter.domain_name | tojson }}
 DESCRIPTION = {{ cookiecutter.domain_description | tojson }}
 LABELS = {{ cookiecutter.labels.split(',') | map('trim') | select | list | tojson }}
-WITH_ACTION = {{ 'True' if cookiecutter.task_kind == 'classify_and_act' else 'False' }}  # answers carry an Action line
+WITH_ACTION = {{ 'True' if cookiecutter.task_kind == 'classify_and_act' else 'False' }}  # answers carry a free-text line
+LABEL = {{ (cookiecutter.label_prefix | trim ~ ': ') | tojson }}  # the answer's label prefix (params prepare.label_prefix)
+DETAIL = {{ (cookiecutter.detail_prefix | trim ~ ': ') | tojson }}  # ... and its free-text line's
 
 # Deliberately generic wording (no domain vocabulary): each input = an opening, one sentence naming the label's
 # words, and neutral filler shared by all labels, so the label is learnable and nothing else is.
@@ -64,9 +66,9 @@ def _fill(template: str, rng: random.Random, label: str = "") -> str:
 def example(label: str, rng: random.Random) -> tuple[str, str]:
     parts = [_fill(rng.choice(OPENINGS), rng), _fill(rng.choice(SIGNALS), rng, label) + ".",
              _fill(rng.choice(FILLER), rng)]
-    answer = f"Category: {label}"
+    answer = f"{LABEL}{label}"
     if WITH_ACTION:
-        answer += f"\nAction: {_fill(rng.choice(ACTIONS), rng, label)}."
+        answer += f"\n{DETAIL}{_fill(rng.choice(ACTIONS), rng, label)}."
     return " ".join(p for p in parts if p), answer
 
 
@@ -76,15 +78,15 @@ def calibration(items: list[tuple[str, str]], rng: random.Random) -> list[dict]:
     Replace them with your reviewers' scores of real model answers."""
     rows = []
     for i, (text, reference) in enumerate(items):
-        label = reference.split("\n")[0].removeprefix("Category: ")
+        label = reference.split("\n")[0].removeprefix(LABEL)
         wrong = LABELS[(LABELS.index(label) + 1) % len(LABELS)]
         if WITH_ACTION:
             other = next(a for a in ACTIONS if _fill(a, rng, label) not in reference)
-            variants = [(reference, 5), (f"Category: {label}\nAction: {_fill(other, rng, label)}.", 4),
-                        (f"Category: {label}", 3), (f"Category: {wrong}\nAction: {_fill(other, rng, label)}.", 2)]
+            variants = [(reference, 5), (f"{LABEL}{label}\n{DETAIL}{_fill(other, rng, label)}.", 4),
+                        (f"{LABEL}{label}", 3), (f"{LABEL}{wrong}\n{DETAIL}{_fill(other, rng, label)}.", 2)]
         else:
-            variants = [(reference, 5), (f"Category: {label}\nThe item is unclear, but {label} fits best.", 4),
-                        (f"Category: {label} or {wrong}", 3), (f"Category: {wrong}", 2)]
+            variants = [(reference, 5), (f"{LABEL}{label}\nThe item is unclear, but {label} fits best.", 4),
+                        (f"{LABEL}{label} or {wrong}", 3), (f"{LABEL}{wrong}", 2)]
         answer, score = (variants + [("I cannot tell.", 1)])[i % 5]
         rows.append({"id": f"cal-{i:02d}", "rubric": "triage_quality", "prompt": text, "reference": reference,
                      "answer": answer, "human_score": score})
@@ -117,10 +119,10 @@ def build(seed: int = 0, train_size: int = 60, eval_size: int = 60, unlabelled_s
             train_records.append({"input": text, "output": answer})
     guide = [f"Guide: {DESCRIPTION}"]
     for label in LABELS:
-        guide.append(f"Guide: in {DOMAIN}, an item about {words(label)} gets the category {label}.")
+        guide.append(f"Guide: in {DOMAIN}, an item about {words(label)} gets the label {label}.")
         if WITH_ACTION:
-            guide += [f"Guide: for {words(label)} items, {_fill(a, rng, label)}.\nCategory: {label}\n"
-                      f"Action: {_fill(a, rng, label)}." for a in ACTIONS]
+            guide += [f"Guide: for {words(label)} items, {_fill(a, rng, label)}.\n{LABEL}{label}\n"
+                      f"{DETAIL}{_fill(a, rng, label)}." for a in ACTIONS]
     return {
         "calibration": calibration(unique(20), rng),
         "raw_train": train_records,
