@@ -174,7 +174,8 @@ def fill_params():
         "prepare.labels": [label.strip() for label in ANSWERS["labels"].split(",") if label.strip()],
         # the answer format: where prepare and triage_gen read the label, and what triage_mc scores it after
         "prepare.label_prefix": f"{ANSWERS['label_prefix'].strip()}:",
-        "prepare.label_regex": re.escape(f"{ANSWERS['label_prefix'].strip()}:") + r"\s*([A-Za-z0-9_\-]+)",
+        "prepare.label_regex": re.escape(f"{ANSWERS['label_prefix'].strip()}:").replace("\\ ", " ")
+        + r"\s*([A-Za-z0-9_\-]+)",
     }
     # Empty answers keep params.yaml's own value: defaults live there once, not again in cookiecutter.json.
     for dotted, key, cast in (("base.model", "base_model", str), ("judge.model", "judge_model", str),
