@@ -10,8 +10,9 @@ BIN := $(abspath $(VENV))/bin
 RUN := PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
 .PHONY: help install demo demo-real test test-fast lint bench clean
-help:  ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+help:  ## list targets (bench only where bench/ exists: a baked project has none)
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | $(if $(wildcard bench),cat,grep -v '^bench:') \
+		| awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed  ## create .venv with the pipeline and test tools
 
@@ -50,8 +51,13 @@ lint: install  ## ruff check + ruff format --check (fix: .venv/bin/ruff check --
 clean:  ## remove generated models, prepared data and the local MLflow store (not the venv)
 	rm -rf models data/prepared mlflow.db mlruns
 
+ifneq ($(wildcard bench),)
 bench: install  ## run every benchmark and write reports/bench.md (~20-25 min on 2 CPU cores)
 	$(RUN) python bench/run_all.py
+else
+bench:
+	@echo "no bench/ here: the benchmarks live in the template's own repository" >&2; exit 1
+endif
 
 .PHONY: exps plots
 exps:  ## compare experiments on one screen: verdict, domain scores, regression ratios, changed params (ARGS=-A|--csv)

@@ -347,6 +347,9 @@ def test_git_repo_with_one_commit_and_dvc_pipeline(baked, name):
     dry = run(["dvc", "repro", "--dry", "--force"], repo, env).stdout
     for stage in stages:
         assert f"Running stage '{stage}'" in dry, (stage, dry)
+    # make help lists only what exists in the bake (bench/ stays in the template's repository)
+    listed = [line.split()[0] for line in run(["make", "help"], repo, env).stdout.splitlines() if line.strip()]
+    assert "demo" in listed and "bench" not in listed
 
 
 @pytest.mark.integration
