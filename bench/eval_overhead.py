@@ -2,6 +2,7 @@
 
 Run:  python bench/eval_overhead.py [--repeats 3]
       python bench/eval_overhead.py --profile smollm2 --repeats 2   (the real model, real benchmarks; ~15 min)
+      python bench/eval_overhead.py --repo /tmp/real --repeats 1      (a repo bench/real_model.py --keep built)
 
 Both evaluate base + the unmerged adapter on the same rendered suite with the same batch size; the stage
 also reads eval_base's samples and computes paired bootstrap statistics. Target: ratio <= 1.1.
@@ -83,5 +84,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", help="apply profiles/<name>.yaml to the copy first (e.g. smollm2)")
+    parser.add_argument("--repo", type=Path, help="reuse a built repo (e.g. bench/real_model.py --keep DIR)")
     args = parser.parse_args()
-    run(args.repeats, profile=args.profile)
+    run(args.repeats, args.repo, args.profile)
