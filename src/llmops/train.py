@@ -163,6 +163,24 @@ def keep_freed_memory() -> dict[str, int] | None:
     return dict(MALLOC_THRESHOLDS)
 
 
+def progress_callback():
+    """A line every 30 s with the step, the latest logged loss and an estimate of what is left: the Trainer's own
+    bar is off (disable_tqdm), since every redraw is a line in a CI log."""
+    from transformers import TrainerCallback
+
+    from llmops.progress import Every
+
+    class ProgressLines(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.tick = Every("train: step", state.max_steps)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+            self.tick(state.global_step, f"loss {losses[-1]:.3f}" if losses else "")
+
+    return ProgressLines()
+
+
 def run(params: Params) -> dict[str, Any]:
     """Train, save the adapter and metrics; only the main process writes files and logs to MLflow."""
     clock = Phases()
@@ -207,7 +225,9 @@ def run(params: Params) -> dict[str, Any]:
         **pick_precision(cfg),
     )
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
+    trainer = Trainer(
+        model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[progress_callback()]
+    )
     # before/after loss on a fixed-size slice: a full pass would cost a third of an epoch on a large dataset
     probe = dataset.select(range(min(cfg.loss_eval_examples, len(dataset))))
     clock.lap("setup")

@@ -20,6 +20,7 @@ from typing import Any
 
 from llmops.config import Judge
 from llmops.judge.cache import JudgeCache
+from llmops.progress import Every
 
 _ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("judge_attempts", default=None)
 _SECRET_PATTERNS = [
@@ -185,17 +186,21 @@ async def _run_calls(
     )
     limit = asyncio.Semaphore(cfg.concurrency)
     # a low refresh rate: at hundreds of calls/s redrawing the bar would cost the client CPU it needs
+    console = Console(stderr=True)
     progress = Progress(
         TextColumn(f"[bold]{label}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[note]}"),
-        console=Console(stderr=True),
+        console=console,
         transient=False,
         refresh_per_second=2,
         auto_refresh=True,
     )
+    # no terminal (a CI log): rich draws nothing until the end, so a line every 30 s with an estimate instead
+    tick = None if console.is_terminal else Every(label, len(calls))
+    done = [stats.cache_hits]
 
     async def worker(call: Call, task) -> None:
         async with limit:
@@ -213,7 +218,11 @@ async def _run_calls(
         else:
             stats.failures += 1
         results[call.id] = {**outcome, "cached": False}
-        progress.update(task, advance=1, note=f"cached {stats.cache_hits}, failed {stats.failures}")
+        note = f"cached {stats.cache_hits}, failed {stats.failures}"
+        progress.update(task, advance=1, note=note)
+        done[0] += 1
+        if tick:
+            tick(done[0], note)
 
     try:
         with progress:
