@@ -243,3 +243,29 @@ def moto_s3(home: Path, bucket: str) -> Iterator[tuple[str, dict[str, str]]]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def chat_with_registered(model_uri: str, folder: Path, env: dict[str, str], then: str) -> str:
+    """Load `model_uri` (models:/<name>@<alias>) the way a serving team would: in the empty `folder`, with no
+    repo, no llmops and no PYTHONPATH; peft finds the bundled base from adapter_config. `then` is Python run with
+    `tok` and `model` loaded (cwd: the downloaded version); returns its stdout. The folder ends holding only it."""
+    import textwrap
+
+    folder.mkdir()
+    code = textwrap.dedent(f"""
+        import json, os
+        from pathlib import Path
+        import mlflow
+        from peft import AutoPeftModelForCausalLM
+        from transformers import AutoTokenizer
+        os.chdir(Path(mlflow.artifacts.download_artifacts({model_uri!r}, dst_path="v")))
+        tok = AutoTokenizer.from_pretrained("base")
+        model = AutoPeftModelForCausalLM.from_pretrained("adapter")
+        """) + textwrap.dedent(then)
+    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code], cwd=folder, env=clean, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in folder.iterdir()) == ["v"]
+    return proc.stdout

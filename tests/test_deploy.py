@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPORT_EXAMPLES, make_workdir, offline_env, raw_params
+from conftest import REPORT_EXAMPLES, chat_with_registered, make_workdir, offline_env, raw_params
 from test_gate import compare_metrics, judge_metrics
 
 from llmops import deploy, gate
@@ -335,28 +335,17 @@ def test_cli_deploy_with_real_smoke_test(tiny_workdir, in_copy_of):
     assert float(client().get_model_version(NAME, "1").tags["smoke_latency_s"]) > 0
 
     # the registry entry alone: an empty folder, no repo, no llmops; peft finds the base from adapter_config
-    empty = work.parent / "empty"
-    empty.mkdir()
-    code = f"""
-import os
-from pathlib import Path
-import mlflow
-from peft import AutoPeftModelForCausalLM
-from transformers import AutoTokenizer
-os.chdir(Path(mlflow.artifacts.download_artifacts("models:/{NAME}@production", dst_path="v")))
-tok = AutoTokenizer.from_pretrained("base")
-model = AutoPeftModelForCausalLM.from_pretrained("adapter")
-ids = tok("Ticket: fiber cut at site B18", return_tensors="pt").input_ids
-out = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)
-print("GENERATED", out.shape[1] - ids.shape[1])
-"""
-    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "-I", "-c", code], cwd=empty, env=clean, capture_output=True, text=True, timeout=600
+    out = chat_with_registered(
+        f"models:/{NAME}@production",
+        work.parent / "empty",
+        env,
+        """
+        ids = tok("Ticket: fiber cut at site B18", return_tensors="pt").input_ids
+        out = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)
+        print("GENERATED", out.shape[1] - ids.shape[1])
+        """,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "GENERATED 6" in proc.stdout or "GENERATED" in proc.stdout and int(proc.stdout.split()[-1]) > 0
-    assert sorted(p.name for p in empty.iterdir()) == ["v"]
+    assert "GENERATED" in out and int(out.split()[-1]) > 0
 
     # an impossible latency budget: the real smoke test fails, deploy exits non-zero, the alias stays
     raw = yaml.safe_load((work / "params.yaml").read_text())

@@ -159,6 +159,27 @@ def test_a_bot_login_via_another_app_is_not_ours(github):
     assert spoof["body"] == f"{MARKER}\nold" and len(server.comments) == 2
 
 
+def run_comment_job(server: FakeGitHub, tmp_path, report_body: str):
+    """The `comment` job's steps as GitHub runs them, on a workspace holding the base branch's src and the
+    downloaded report, for a same-repo pull_request run (PR 7 into main)."""
+    ws = tmp_path / "ws"
+    (ws / "pr-reports").mkdir(parents=True)
+    (ws / "src").symlink_to(ROOT / "src")  # the checkout of the base branch
+    (ws / "pr-reports/report.md").write_text(f"{MARKER}\n# llmops report\n\n{report_body}")
+    env = {k: v for k, v in offline_env(tmp_path).items() if k not in ("GITHUB_TOKEN", "PYTHONPATH")}
+    env["GITHUB_API_URL"] = server.url  # set by the runner on GitHub
+    return run_job(
+        ROOT / ".github/workflows/pipeline.yml",
+        "comment",
+        ws,
+        github=comment_job_context(server.token),
+        secrets={},
+        base_env=env,
+        skip_ids={},
+        path_prepend=[str(BIN)],
+    )
+
+
 def comment_job_context(token: str) -> dict:
     """The `github` context of a same-repo pull_request run (PR 7 into main)."""
     return {
@@ -180,22 +201,7 @@ def comment_job_context(token: str) -> dict:
 def test_the_workflow_comment_job_posts_the_downloaded_report(github, tmp_path):
     """The `comment` job's own run: step, as GitHub would run it: stdlib only, base branch's src, no install."""
     server = github([comment(1, f"{MARKER}\nstale, by a human", HUMAN)])
-    ws = tmp_path / "ws"
-    (ws / "pr-reports").mkdir(parents=True)
-    (ws / "src").symlink_to(ROOT / "src")  # the checkout of the base branch
-    (ws / "pr-reports/report.md").write_text(f"{MARKER}\n# llmops report\n\n## :x: Pipeline failed at step `repro`\n")
-    env = {k: v for k, v in offline_env(tmp_path).items() if k not in ("GITHUB_TOKEN", "PYTHONPATH")}
-    env["GITHUB_API_URL"] = server.url  # set by the runner on GitHub
-    result = run_job(
-        ROOT / ".github/workflows/pipeline.yml",
-        "comment",
-        ws,
-        github=comment_job_context(server.token),
-        secrets={},
-        base_env=env,
-        skip_ids={},
-        path_prepend=[str(BIN)],
-    )
+    result = run_comment_job(server, tmp_path, "## :x: Pipeline failed at step `repro`\n")
     assert result.ok, [s.log for s in result.steps]
     assert sorted(result.skipped_uses) == sorted(
         [
@@ -212,22 +218,7 @@ def test_the_workflow_comment_job_posts_the_downloaded_report(github, tmp_path):
 def test_a_read_only_token_is_a_warning_in_the_job_summary_not_a_red_job(github, tmp_path):
     """Issue #25: a same-repo PR whose token cannot write (Dependabot's): the comment job stays green."""
     server = github([], read_only=True)
-    ws = tmp_path / "ws"
-    (ws / "pr-reports").mkdir(parents=True)
-    (ws / "src").symlink_to(ROOT / "src")
-    (ws / "pr-reports/report.md").write_text(f"{MARKER}\n# llmops report\n")
-    env = {k: v for k, v in offline_env(tmp_path).items() if k not in ("GITHUB_TOKEN", "PYTHONPATH")}
-    env["GITHUB_API_URL"] = server.url
-    result = run_job(
-        ROOT / ".github/workflows/pipeline.yml",
-        "comment",
-        ws,
-        github=comment_job_context(server.token),
-        secrets={},
-        base_env=env,
-        skip_ids={},
-        path_prepend=[str(BIN)],
-    )
+    result = run_comment_job(server, tmp_path, "")
     assert result.ok, [s.log for s in result.steps]
     assert [m for m, _ in server.calls] == ["GET", "POST"] and server.comments == []
     assert "PR comment not posted" in result.summary and "HTTP 403" in result.summary

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import pytest
 import yaml
-from conftest import copy_repo, offline_env
+from conftest import chat_with_registered, copy_repo, offline_env
 from test_gate import compare_metrics, judge_metrics
 
 from llmops.artifacts import sha256_tree
@@ -87,30 +86,20 @@ def test_deploy_registers_the_real_model_and_an_empty_folder_chats_with_it(repo)
     assert deployed["smoke_test"]["ok"], deployed  # the registered copy, served by llmops serve, answered
 
     name = yaml.safe_load((repo / "params.yaml").read_text())["deploy"]["registry_name"]
-    empty = repo.parent / "empty"
-    empty.mkdir()
-    code = f"""
-import json, os
-from pathlib import Path
-import mlflow
-from peft import AutoPeftModelForCausalLM
-from transformers import AutoTokenizer
-os.chdir(Path(mlflow.artifacts.download_artifacts("models:/{name}@production", dst_path="v")))
-tok = AutoTokenizer.from_pretrained("base")
-model = AutoPeftModelForCausalLM.from_pretrained("adapter")
-messages = [{{"role": "user", "content": "What is the capital of France?"}}]
-prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-ids = tok(prompt, return_tensors="pt").input_ids
-out = model.generate(ids, max_new_tokens=12, do_sample=False)
-print(json.dumps({{"prompt": prompt, "answer": tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True),
-                  "base": json.loads(Path("base/identity.json").read_text())["source"]}}))
-"""
-    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-    run = subprocess.run(
-        [sys.executable, "-I", "-c", code], cwd=empty, env=clean, capture_output=True, text=True, timeout=600
+    out = chat_with_registered(
+        f"models:/{name}@production",
+        repo.parent / "empty",
+        env,
+        """
+        messages = [{"role": "user", "content": "What is the capital of France?"}]
+        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tok(prompt, return_tensors="pt").input_ids
+        out = model.generate(ids, max_new_tokens=12, do_sample=False)
+        answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        source = json.loads(Path("base/identity.json").read_text())["source"]
+        print(json.dumps({"prompt": prompt, "answer": answer, "base": source}))
+        """,
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    got = json.loads(run.stdout.strip().splitlines()[-1])
+    got = json.loads(out.strip().splitlines()[-1])
     assert got["base"] == "gguf" and got["prompt"].endswith("<|im_start|>assistant\n")  # SmolLM2's own template
     assert any(c.isalpha() for c in got["answer"]), got  # words, through the real tokenizer
-    assert sorted(p.name for p in empty.iterdir()) == ["v"]
