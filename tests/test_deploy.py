@@ -315,6 +315,40 @@ def test_deploy_and_rollback_against_mlflow_server(mlflow_server, work):
     assert not (work / "mlruns").exists()
 
 
+def serve_from_registry(model_uri: str, folder: Path, env: dict[str, str]) -> dict:
+    """Start `llmops serve --model-uri` in `folder`, send one chat request to "tuned", stop it; the answer."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        ["llmops", "serve", "--model-uri", model_uri, "--port", str(port)],
+        cwd=folder,
+        env={k: v for k, v in env.items() if k != "PYTHONPATH"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        body = {"model": "tuned", "messages": [{"role": "user", "content": "Ticket: site B18 down"}], "max_tokens": 8}
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return json.loads(resp.read())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 @pytest.mark.slow
 def test_cli_deploy_with_real_smoke_test(tiny_workdir, in_copy_of):
     """The real thing on the tiny model: train, gate, `llmops deploy` serves the registered adapter."""
@@ -346,6 +380,22 @@ def test_cli_deploy_with_real_smoke_test(tiny_workdir, in_copy_of):
         """,
     )
     assert "GENERATED" in out and int(out.split()[-1]) > 0
+
+    # `llmops serve --model-uri` from another empty folder: no repo, no params.yaml, the OpenAI-style request
+    served = work.parent / "serve-here"
+    served.mkdir()
+    answer = serve_from_registry(f"models:/{NAME}@production", served, env)
+    assert answer["object"] == "chat.completion" and isinstance(answer["choices"][0]["message"]["content"], str)
+    assert list(served.iterdir()) == []  # the download lived in a temporary folder, gone with the server
+    proc = subprocess.run(
+        ["llmops", "serve", "--model-uri", f"models:/{NAME}@no-such-alias", "--port", "0"],
+        cwd=served,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "no-such-alias" in proc.stderr and "Traceback" not in proc.stderr
 
     # an impossible latency budget: the real smoke test fails, deploy exits non-zero, the alias stays
     raw = yaml.safe_load((work / "params.yaml").read_text())

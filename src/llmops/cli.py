@@ -55,6 +55,9 @@ def train_launch(
 @app.command()
 def serve(
     adapter: Path | None = typer.Option(None, help="LoRA adapter folder, served as model id 'tuned'"),
+    model_uri: str | None = typer.Option(
+        None, help="a registered version, e.g. models:/<name>@production: served from any folder, no params.yaml"
+    ),
     host: str = typer.Option("127.0.0.1", help="bind address (keep loopback unless behind a proxy)"),
     port: int = typer.Option(8000, help="0 = any free port"),
     max_body_bytes: int | None = typer.Option(
@@ -64,10 +67,23 @@ def serve(
     """OpenAI-compatible server: the pinned base as 'base' (+ the adapter as 'tuned').
 
     Set LLMOPS_SERVE_API_KEY to require 'Authorization: Bearer <key>' on /v1/* (never pass it as an option).
+    With --model-uri: the registered version's base and adapter (MLFLOW_TRACKING_URI names the store).
     """
     from llmops import serve as stage
 
-    run_stage(stage.run, adapter, host, port, max_body_bytes)
+    if model_uri is None:
+        run_stage(stage.run, adapter, host, port, max_body_bytes)
+        return
+    if adapter is not None:
+        typer.secho("error: --adapter and --model-uri exclude each other (a version holds its adapter)", err=True)
+        sys.exit(2)
+    from llmops.deploy import serve_registered
+
+    try:
+        serve_registered(model_uri, host, port, max_body_bytes)
+    except StageError as exc:
+        typer.secho(f"error: {exc}", err=True, fg="red")
+        sys.exit(1)
 
 
 @app.command()

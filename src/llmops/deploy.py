@@ -350,16 +350,34 @@ def _stage_version(params: Params, card: str, dest: Path) -> Path:
     return root
 
 
-def _download(ml, uri: str, empty: Path) -> Path:
+def download_version(ml, uri: str, empty: Path) -> Path:
     """`models:/...` into an empty folder; the folder that holds the manifest."""
     got = Path(ml.artifacts.download_artifacts(uri, dst_path=str(empty)))
     return got if (got / MANIFEST).is_file() else next(p.parent for p in got.rglob(MANIFEST))
 
 
+def serve_registered(model_uri: str, host: str, port: int, max_body_bytes: int | None = None) -> None:
+    """`llmops serve --model-uri models:/<name>@<alias>`: a registered version served from any folder, with no
+    repository and no params.yaml (the tracking URI from MLFLOW_TRACKING_URI): downloaded into a temporary
+    folder, its bundled (or hub-pinned) base as "base" and its adapter as "tuned", removed when the server stops."""
+    from llmops.model import model_reference
+    from llmops.serve import max_body_default, serve_forever
+
+    with tempfile.TemporaryDirectory(prefix="llmops-version-") as tmp:
+        try:
+            version = load_version(download_version(mlflow(), model_uri, Path(tmp)))
+        except Exception as exc:  # noqa: BLE001 - MLflow's errors for a bad URI, store or alias: one line
+            raise StageError(f"{model_uri}: cannot download it ({type(exc).__name__}: {exc})") from None
+        base_ref, revision = model_reference(version)
+        serve_forever(
+            base_ref, revision, version.adapter_dir, host, port, max_body_bytes=max_body_bytes or max_body_default()
+        )
+
+
 def _smoke_from_registry(ml, params: Params, uri: str, smoke: SmokeTest) -> dict:
     with tempfile.TemporaryDirectory(prefix="llmops-smoke-") as tmp:
         try:
-            return smoke(params, _download(ml, uri, Path(tmp)))
+            return smoke(params, download_version(ml, uri, Path(tmp)))
         except Exception as exc:  # noqa: BLE001 - any failure to load or serve is a failed smoke test
             return {"ok": False, "latency_s": None, "reason": f"{type(exc).__name__}: {exc}"}
 
