@@ -272,6 +272,9 @@ def test_pr_changing_a_train_param_reruns_train_to_report_only(pr):
     assert result.ok, explain(result)
     assert st["ran"] == ["train", "eval_tuned", "judge", "gate", "report"]
     assert sorted(st["restored"] + st["unchanged"]) == ["base", "eval_base", "prepare"]
+    # the judge reran on main's cache (pulled, a persist output): the calibration set was judged already
+    judge = json.loads((ws / "reports/judge.json").read_text())
+    assert judge["cache_hits"] >= judge["calibration"]["n"] > 0, judge
 
 
 def test_pr_changing_only_a_gate_threshold_reruns_gate_and_report_only(pr):
