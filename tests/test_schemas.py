@@ -48,6 +48,18 @@ def test_non_finite_values_never_validate(tmp_path, name, bad):
         schemas.read(path, schemas.CONTRACTS[name])
 
 
+@pytest.mark.parametrize("name", sorted(schemas.CONTRACTS))
+def test_a_number_written_as_a_string_never_validates(tmp_path, name):
+    """Issue #27: "0.9" in eval_compare.json was coerced to 0.9 and the gate passed on it."""
+    data = json.loads((REPORT_EXAMPLES / name).read_text())
+    where, parent, key = _first_float(data)
+    parent[key] = str(parent[key])
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    with pytest.raises(schemas.ContractError, match=f"{path}: {where}: Input should be a valid number"):
+        schemas.read(path, schemas.CONTRACTS[name])
+
+
 def test_unknown_and_missing_fields_are_named(tmp_path):
     data = json.loads((REPORT_EXAMPLES / "train.json").read_text())
     data["loss_aftr"] = data.pop("loss_after")

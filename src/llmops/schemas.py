@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from llmops.artifacts import write_json
 from llmops.errors import StageError
@@ -58,8 +58,10 @@ class ContractError(StageError, ValueError):
 
 
 class Contract(BaseModel):
-    # extra="forbid": a misspelt or foreign field is a finding, not something to ignore
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # extra="forbid": a misspelt or foreign field is a finding, not something to ignore; strict: "0.9" is not a
+    # number and 1 is not a bool (a hand-edited or foreign file must not pass the gate by coercion); the two
+    # enum fields opt out, since JSON spells an enum as its string
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 Probability = Annotated[float, Field(ge=0, le=1)]
@@ -84,7 +86,7 @@ class AnswerStats(Contract):
 class TaskComparison(Contract):
     """One task, base vs tuned over the same items (llmops.stats.compare plus kind and metric)."""
 
-    kind: TaskKind
+    kind: Annotated[TaskKind, Strict(False)]
     metric: str
     n: int = Field(ge=1)
     base: float
@@ -331,7 +333,7 @@ class GateRule(Contract):
 
 
 class GateReport(Contract):
-    verdict: Verdict
+    verdict: Annotated[Verdict, Strict(False)]
     exit_code: int
     adapter_sha256: str | None
     rules: list[GateRule]
