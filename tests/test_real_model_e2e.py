@@ -1,5 +1,5 @@
 """The real offline model through every stage, shortened: profiles/smollm2.yaml applied by `llmops profile --run`
-(a real `dvc exp run`) on a copy of the repo with 12 eval records, 2 LoRA steps and 4 items per benchmark. What it
+(a real `dvc exp run`) on a copy of the repo with 12 eval records, 2 LoRA steps, 4 items per benchmark and 4 judged. What it
 proves is the plumbing a real model exercises and the tiny one does not: GGUF conversion, the ChatML template and
 EOS in prepare and train, lm-eval's own benchmark tasks, the judge's prompts through the real tokenizer, and a
 gate that refuses to judge from 4 items; then deploy to an MLflow registry (its smoke test serves the registered
@@ -27,7 +27,7 @@ def repo(tmp_path_factory):
     eval_file = repo / "data/raw/eval.jsonl"
     eval_file.write_text("".join(eval_file.read_text().splitlines(keepends=True)[:12]))
     profile = yaml.safe_load((repo / "profiles/smollm2.yaml").read_text())
-    profile.update({"train.max_steps": 2, "eval.limit": 4})  # the shortening: mechanics, not figures
+    profile.update({"train.max_steps": 2, "eval.limit": 4, "judge.limit": 4})  # the shortening: mechanics, not figures
     (repo / "profiles/smollm2.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     env = offline_env(repo)
     subprocess.run(["git", "commit", "-qam", "shortened real run"], cwd=repo, env=env, check=True)
@@ -59,6 +59,7 @@ def test_every_task_was_evaluated_on_both_models(repo):
 def test_the_judge_ran_through_the_real_tokenizer(repo):
     judge = report(repo, "judge.json")
     assert judge["failure_rate"] == 0.0 and judge["calls"] > 0  # every prompt fit and every call answered
+    assert (judge["items"], judge["eval_items"]) == (4, 12)  # judge.limit
 
 
 def test_four_items_are_no_verdict(repo):
