@@ -1,6 +1,6 @@
 """The real offline model through every stage, shortened: profiles/smollm2.yaml applied by `llmops profile --run`
-(a real `dvc exp run`) on a copy of the repo with 12 eval records, 2 LoRA steps, 4 items per benchmark and 4 judged. What it
-proves is the plumbing a real model exercises and the tiny one does not: GGUF conversion, the ChatML template and
+(a real `dvc exp run`) on a copy of the repo with 12 eval records, 2 LoRA steps, 4 items per benchmark and 4
+judged. What it proves is the plumbing a real model exercises and the tiny one does not: GGUF conversion, the ChatML template and
 EOS in prepare and train, lm-eval's own benchmark tasks, the judge's prompts through the real tokenizer, and a
 gate that refuses to judge from 4 items; then deploy to an MLflow registry (its smoke test serves the registered
 copy through `llmops serve`) and the registered version loaded in an empty folder, chatting through its own ChatML
