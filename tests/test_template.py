@@ -350,6 +350,9 @@ def test_git_repo_with_one_commit_and_dvc_pipeline(baked, name):
     # make help lists only what exists in the bake (bench/ stays in the template's repository)
     listed = [line.split()[0] for line in run(["make", "help"], repo, env).stdout.splitlines() if line.strip()]
     assert "demo" in listed and "bench" not in listed
+    # the real offline model is one command away in every bake (its profile validates against the baked params)
+    assert (repo / "data/benchmarks/arc_easy.jsonl").is_file()
+    assert "base.model=smollm2-135m-instruct" in run(["llmops", "profile", "smollm2"], repo, env).stdout
 
 
 @pytest.mark.integration
