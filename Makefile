@@ -60,7 +60,7 @@ bench:
 endif
 
 .PHONY: exps plots
-exps:  ## compare experiments on one screen: verdict, domain scores, regression ratios, changed params (ARGS=-A|--csv)
+exps:  ## compare experiments on one 80-column screen: base scores, verdicts, tuned scores, changed params (ARGS=--csv: dvc's table)
 	$(RUN) llmops exps $(ARGS)
 
 plots:  ## render the DVC plots to reports/plots/*.png offline (REVS="main" compares the workspace with main)
