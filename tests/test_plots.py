@@ -153,3 +153,42 @@ def test_plots_without_plots_is_one_line_error(tmp_path):
     )
     assert proc.returncode == 1 and "no plot to render" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "reports/plots").exists()
+
+
+def test_the_repos_bar_plots_colour_base_tuned_and_revisions_apart_and_print_zeros(tmp_path):
+    """Issue #26: base and tuned in one colour, the experiment never against the baseline, an all-zero chart
+    blank. The repo's own template (configs/plots/bars_by_model.json) and plot definition, on a toy repo."""
+    plot = next(
+        p
+        for p in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["eval_tuned"]["plots"]
+        if "eval_tasks.csv" in next(iter(p))
+    )
+    spec = dict(next(iter(plot.values())))
+    (tmp_path / "configs/plots").mkdir(parents=True)
+    (tmp_path / spec["template"]).write_text((ROOT / spec["template"]).read_text())
+    stage = {"cmd": "python make.py", "deps": ["make.py"], "plots": [{"reports/eval_tasks.csv": spec}]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"scores": stage}}))
+    (tmp_path / "make.py").write_text(
+        "import os, sys\nos.makedirs('reports', exist_ok=True)\nv = sys.argv[1:] or ['0.0', '0.0']\n"
+        "open('reports/eval_tasks.csv', 'w').write('task,model,score\\n'\n"
+        "    f'gen,base,0.0\\ngen,tuned,{v[0]}\\nmc,base,0.25\\nmc,tuned,{v[1]}\\n')\n"
+    )
+    sh(tmp_path, "git", "init", "-q")
+    sh(tmp_path, "dvc", "init", "-q")
+    sh(tmp_path, "dvc", "repro", "-q")
+    sh(tmp_path, "git", "add", "-A")
+    sh(tmp_path, "git", "commit", "-qm", "baseline: tuned scores 0")
+    (tmp_path / "make.py").write_text(
+        (tmp_path / "make.py").read_text().replace("or ['0.0', '0.0']", "or ['0.6', '0.5']")
+    )
+    sh(tmp_path, "dvc", "repro", "-q")
+    shown = json.loads(sh(tmp_path, "dvc", "plots", "diff", "HEAD", "--json").stdout)
+    (vega,) = shown["data"]["reports/eval_tasks.csv"]
+    layers = vega["content"]["layer"]
+    assert any(layer["mark"]["type"] == "text" for layer in layers if isinstance(layer["mark"], dict))  # 0.00 shows
+    runs = {d["model"] + " @ " + d["rev"] for d in vega["content"]["data"]["values"]}
+    assert runs == {"base @ HEAD", "tuned @ HEAD", "base @ workspace", "tuned @ workspace"}
+    out = json.loads(sh(tmp_path, "llmops", "plots", "HEAD").stdout)["plots"]
+    pixels = coloured(Path(out[0]["file"]))
+    hues = {(r // 64, g // 64, b // 64) for r, g, b in pixels}
+    assert len(hues) >= 3, hues  # one colour per model and revision (the baseline's tuned bars are zero-length)
