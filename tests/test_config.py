@@ -91,8 +91,8 @@ def test_label_regex_and_label_prefix_must_describe_one_answer_format():
 
     from llmops.config import Params
 
-    raw = raw_params()
-    raw["prepare"]["label_prefix"] = "Route:"
+    raw = raw_params()  # a baked repo's own format may differ: set both sides here
+    raw["prepare"].update(label_regex=r"Category:\s*([A-Za-z0-9_\-]+)", label_prefix="Route:")
     with pytest.raises(ValidationError, match="must describe the same answer format"):
         Params.model_validate(raw)
     raw["prepare"]["label_regex"] = r"Route:\s*([A-Za-z0-9_\-]+)"
