@@ -97,10 +97,11 @@ def test_deploy_registers_the_real_model_and_an_empty_folder_chats_with_it(repo)
         ids = tok(prompt, return_tensors="pt").input_ids
         out = model.generate(ids, max_new_tokens=12, do_sample=False)
         answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-        source = json.loads(Path("base/identity.json").read_text())["source"]
-        print(json.dumps({"prompt": prompt, "answer": answer, "base": source}))
+        ident = json.loads(Path("base/identity.json").read_text())  # bundled: served from the version's folder
+        print(json.dumps({"prompt": prompt, "answer": answer, "base": [ident["model"], "gguf_sha256" in ident]}))
         """,
     )
     got = json.loads(out.strip().splitlines()[-1])
-    assert got["base"] == "gguf" and got["prompt"].endswith("<|im_start|>assistant\n")  # SmolLM2's own template
+    assert got["base"] == ["smollm2-135m-instruct", True]  # the converted GGUF, its source file's hash kept
+    assert got["prompt"].endswith("<|im_start|>assistant\n")  # SmolLM2's own template
     assert any(c.isalpha() for c in got["answer"]), got  # words, through the real tokenizer
