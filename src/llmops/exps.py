@@ -77,14 +77,14 @@ def _files(data: dict, kind: str) -> dict[str, Any]:
 
 
 def rows_of(shown: list[dict]) -> list[dict[str, Any]]:
-    """[{name, params, metrics}] for the workspace, each commit shown and its experiments, in DVC's order."""
+    """[{name, params, compare, gate}] for the workspace, each commit shown and its experiments, in DVC's order."""
     rows = []
     for entry in shown:
         name = "workspace" if entry["rev"] == "workspace" else entry.get("name") or entry["rev"][:7]
-        rows.append({"name": name, "data": entry.get("data") or {}, "error": entry.get("error")})
+        rows.append({"name": name, "data": entry.get("data") or {}})
         for exp in entry.get("experiments") or []:
             for rev in exp.get("revs") or []:
-                rows.append({"name": rev.get("name") or rev["rev"][:7], "data": rev.get("data") or {}, "error": None})
+                rows.append({"name": rev.get("name") or rev["rev"][:7], "data": rev.get("data") or {}})
     for row in rows:
         params = _files(row["data"], "params")
         row["params"] = params.get("params.yaml") or next(iter(params.values()), {})
@@ -102,7 +102,7 @@ def changed_params(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def table(rows: list[dict[str, Any]], tasks: list[str]):
-    """The compact rich Table: base model row, then one row per run; task names wrap at '_'."""
+    """The compact rich Table: base model row, then one row per run; task names wrap where their '_' were."""
     from rich import box
     from rich.table import Table
 
@@ -130,7 +130,7 @@ def table(rows: list[dict[str, Any]], tasks: list[str]):
     return out
 
 
-def show(extra: Sequence[str] = (), params_file: Path = Path("params.yaml"), width: int | None = None) -> int:
+def show(params_file: Path = Path("params.yaml"), width: int | None = None) -> int:
     """Print the compact table; the committed baseline without results gets a line saying how to record one."""
     import json
 
@@ -142,7 +142,7 @@ def show(extra: Sequence[str] = (), params_file: Path = Path("params.yaml"), wid
         raise ConfigError(f"{params_file}: cannot read ({exc})") from None
     evals = params.get("eval") or {}
     tasks = [*(evals.get("domain_tasks") or []), *(evals.get("regression_tasks") or [])]
-    proc = subprocess.run(["dvc", "exp", "show", "--json", *extra], capture_output=True, text=True, check=False)
+    proc = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise ConfigError(f"`dvc exp show --json` failed: {proc.stderr.strip() or proc.stdout.strip()}")
     rows = rows_of(json.loads(proc.stdout))
