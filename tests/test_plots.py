@@ -189,6 +189,6 @@ def test_the_repos_bar_plots_colour_base_tuned_and_revisions_apart_and_print_zer
     runs = {d["model"] + " @ " + d["rev"] for d in vega["content"]["data"]["values"]}
     assert runs == {"base @ HEAD", "tuned @ HEAD", "base @ workspace", "tuned @ workspace"}
     out = json.loads(sh(tmp_path, "llmops", "plots", "HEAD").stdout)["plots"]
-    pixels = coloured(Path(out[0]["file"]))
+    pixels = coloured(tmp_path / out[0]["file"])  # relative to the toy repo, never this checkout
     hues = {(r // 64, g // 64, b // 64) for r, g, b in pixels}
     assert len(hues) >= 3, hues  # one colour per model and revision (the baseline's tuned bars are zero-length)
