@@ -108,7 +108,7 @@ def test_pipeline_job_builds_what_is_missing_and_pushes_in_remote_mode():
     job = wf["jobs"]["pipeline"]
     checkout, setup = steps(job)[:2]
     assert checkout["with"]["fetch-depth"] == 0
-    assert setup["with"]["cache"] == "pip" and setup["with"]["cache-dependency-path"] == "pyproject.toml"
+    assert setup["with"]["cache"] == "pip" and setup["with"]["cache-dependency-path"] == "requirements/*.lock"
     by_id = {s["id"]: s for s in steps(job) if "id" in s}
     joined = "\n".join(s.get("run", "") for s in steps(job))
     assert "--allow-missing" not in joined  # outputs absent means build them, never "skip"
