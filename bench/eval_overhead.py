@@ -28,7 +28,7 @@ def run(repeats: int, repo: Path | None = None, profile: str | None = None) -> l
         sh(["dvc", "repro", "eval_base", "train"], repo)
         params = yaml.safe_load((repo / "params.yaml").read_text())["eval"]
         suite = Path(tempfile.mkdtemp(prefix="suite-"))
-        sh(["python", "-c", f"from llmops.evaluate import render_suite; render_suite({str(suite)!r})"], repo)
+        sh(["python", "-c", f"from llmops.eval_suite import render_suite; render_suite({str(suite)!r})"], repo)
         tasks = ",".join(params["domain_tasks"] + params["regression_tasks"])
         limit = ["--limit", str(params["limit"])] if params["limit"] else []
         ours, ref = [], []

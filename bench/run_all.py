@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from dataclasses import asdict  # noqa: E402
 
+import deploy_check_cost  # noqa: E402
 import eval_overhead  # noqa: E402
 import gpu  # noqa: E402
 import growth  # noqa: E402
@@ -71,6 +72,7 @@ def main() -> None:
         "pipeline": lambda: pipeline.run(1 if args.quick else 2),
         "train": lambda: train_overhead.run(reps),
         "eval": lambda: eval_overhead.run(reps),
+        "deploy": lambda: deploy_check_cost.run(reps),
         "judge": lambda: judge_scaling.run(8 if args.quick else 16, 0.2, [1, 4, 16]),
         "growth": lambda: growth.run(
             [50, 200] if args.quick else [50, 200, 1000], [40, 200] if args.quick else [40, 200, 1000]

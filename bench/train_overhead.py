@@ -8,7 +8,7 @@ Run:  python bench/train_overhead.py [--repeats 5] [--scale 4]
 The two run interleaved (ours, reference, ours, reference, ...) so drift of a shared machine's load hits both
 alike; every ratio is taken within one pair and the median, min and max over pairs are reported, with the
 load average before and after. A third arm, interleaved with them, runs the reference with the malloc
-thresholds the stage sets for itself (llmops.train.MALLOC_THRESHOLDS): ours against it is the loop with that
+thresholds the stage sets for itself (llmops.perf.MALLOC_THRESHOLDS): ours against it is the loop with that
 setting factored out, i.e. whatever else the stage adds. Two ratios: the training loop alone (Trainer.train wall
 time of each; target <= 1.05) and the whole process (what a user waits for; target <= 1.3). Fixed cost =
 process wall - loop, with our per-phase breakdown from reports/train_perf.json. --scale N repeats the training
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from common import Row, apply_profile, fresh_repo, sh, summarise
 
-from llmops.train import MALLOC_THRESHOLDS
+from llmops.perf import MALLOC_THRESHOLDS
 
 OURS = ["llmops", "train-launch", "--config_file", "configs/accelerate/cpu.yaml"]
 
@@ -172,7 +172,7 @@ def run(
             summarise("train", "ours: tokens/s (loop)", [a["tps"] for a, _, _ in runs], "tok/s"),
             summarise("train", "reference: tokens/s (loop)", [b["tps"] for _, b, _ in runs], "tok/s"),
             summarise("train", "reference, same malloc: tokens/s (loop)", [c["tps"] for _, _, c in runs], "tok/s"),
-            # the page faults llmops.train.keep_freed_memory removes: freed activations returned and mapped in again
+            # the page faults llmops.perf.keep_freed_memory removes: freed activations returned and mapped in again
             summarise("train", "ours: page faults in the loop", [a["faults"] for a, _, _ in runs], "faults"),
             summarise("train", "reference: page faults in the loop", [b["faults"] for _, b, _ in runs], "faults"),
             summarise(

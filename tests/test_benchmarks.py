@@ -38,12 +38,12 @@ def specs():
     data only exists after `dvc repro`."""
     from lm_eval.tasks import TaskManager
 
-    from llmops import evaluate
+    from llmops import eval_suite
     from llmops.config import load_params
 
     params = load_params(ROOT / "params.yaml")
-    ours = evaluate.local_tasks(ROOT / "evals")
-    specs = {f"{n}_slice": evaluate.load_task(ours[f"{n}_slice"], params) for n in SLICES}
+    ours = eval_suite.local_tasks(ROOT / "evals")
+    specs = {f"{n}_slice": eval_suite.load_task(ours[f"{n}_slice"], params) for n in SLICES}
     return specs, TaskManager(include_path=str(ROOT / "evals"), include_defaults=False), params
 
 
@@ -52,7 +52,7 @@ def specs():
 def test_the_slice_task_is_lm_evals_own_definition_on_our_file(specs, name):
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from llmops.evaluate import builtin_tasks_dir
+    from llmops.eval_suite import builtin_tasks_dir
 
     ours, _, params = specs
     cfg = ours[f"{name}_slice"]
@@ -83,7 +83,7 @@ def test_render_suite_keeps_the_include_for_the_lm_eval_cli(tmp_path, monkeypatc
     from lm_eval.tasks import TaskManager
 
     from llmops.config import load_params
-    from llmops.evaluate import builtin_tasks_dir, render_suite
+    from llmops.eval_suite import builtin_tasks_dir, render_suite
 
     monkeypatch.chdir(ROOT)
     render_suite(tmp_path, load_params())

@@ -10,7 +10,7 @@ import pytest
 from conftest import offline_env
 from workflow_sim import Ctx, evaluate, substitute
 
-from llmops import report
+from llmops import base_branch, ci_report, report
 
 LOG = """Pulling data for stage: 'base'
 Stage 'eval_base' is cached - skipping run, checking out outputs
@@ -22,7 +22,7 @@ ERROR: failed to reproduce 'prepare': failed to run: llmops prepare, exited with
 
 
 def test_dvc_stages_reads_what_repro_did():
-    assert report.dvc_stages(LOG) == {
+    assert ci_report.dvc_stages(LOG) == {
         "ran": ["prepare"],
         "restored": ["eval_base", "base"],
         "unchanged": [],
@@ -31,9 +31,9 @@ def test_dvc_stages_reads_what_repro_did():
 
 
 def test_failure_report_names_step_stage_and_error(tmp_path, monkeypatch):
-    monkeypatch.setenv(report.BUILD_MODE_ENV, "from scratch: fork PR")
+    monkeypatch.setenv(ci_report.BUILD_MODE_ENV, "from scratch: fork PR")
     (tmp_path / "repro.log").write_text(LOG)
-    out = report.write_failure(
+    out = ci_report.write_failure(
         tmp_path, "install=success mode=success repro=failure push=skipped gate= report=", tmp_path / "repro.log"
     )
     assert (out["failed_step"], out["failed_stage"]) == ("repro", "prepare")
@@ -63,10 +63,10 @@ def test_failure_report_cli_without_valid_params(tmp_path):
 
 def test_build_mode_label_goes_under_the_title(monkeypatch):
     text = f"{report.MARKER}\n# llmops report\n\nGate: **pass**\n"
-    assert report.with_build_mode(text) == text
-    monkeypatch.setenv(report.BUILD_MODE_ENV, "DVC remote: reused main")
+    assert ci_report.with_build_mode(text) == text
+    monkeypatch.setenv(ci_report.BUILD_MODE_ENV, "DVC remote: reused main")
     assert (
-        report.with_build_mode(text)
+        ci_report.with_build_mode(text)
         == f"{report.MARKER}\n# llmops report\n\nBuild: DVC remote: reused main\n\nGate: **pass**\n"
     )
 
@@ -74,15 +74,15 @@ def test_build_mode_label_goes_under_the_title(monkeypatch):
 def test_the_build_line_says_which_stages_were_restored_and_which_ran(monkeypatch, tmp_path):
     """Issue #25: a remote build that restored nothing must not read as one that reused the base branch."""
     text = f"{report.MARKER}\n# llmops report\n\nGate: **pass**\n"
-    monkeypatch.setenv(report.BUILD_MODE_ENV, "DVC remote")
+    monkeypatch.setenv(ci_report.BUILD_MODE_ENV, "DVC remote")
     log = tmp_path / "repro.log"
     log.write_text("Running stage 'base':\nRunning stage 'prepare':\n")
-    assert "Build: DVC remote  \nStages restored none; ran `base`, `prepare`\n" in report.with_build_mode(text, log)
+    assert "Build: DVC remote  \nStages restored none; ran `base`, `prepare`\n" in ci_report.with_build_mode(text, log)
     log.write_text(
         "Stage 'base' is cached - skipping run, checking out outputs\n"
         "Stage 'prepare' didn't change, skipping\nRunning stage 'train':\n"
     )
-    assert "Stages restored `base`; ran `train`; unchanged `prepare`\n" in report.with_build_mode(text, log)
+    assert "Stages restored `base`; ran `train`; unchanged `prepare`\n" in ci_report.with_build_mode(text, log)
 
 
 @pytest.mark.parametrize(
@@ -179,4 +179,4 @@ jobs:
     ],
 )
 def test_metrics_diff_keeps_decisions_in_view_and_folds_bookkeeping(key, bookkeeping):
-    assert bool(report.BOOKKEEPING.search(key)) == bookkeeping, key
+    assert bool(base_branch.BOOKKEEPING.search(key)) == bookkeeping, key

@@ -18,7 +18,7 @@ import yaml
 from conftest import REPORT_EXAMPLES, chat_with_registered, make_workdir, offline_env, raw_params
 from test_gate import compare_metrics, judge_metrics
 
-from llmops import deploy, gate
+from llmops import deploy, gate, registry
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
 from llmops.errors import StageError
@@ -36,7 +36,7 @@ def ok_smoke(params, version_dir: Path) -> dict:
     assert (version_dir / "adapter/adapter_model.safetensors").is_file() and (
         version_dir / "adapter/README.md"
     ).is_file()
-    assert (version_dir / "base/model.safetensors").is_file() and (version_dir / deploy.MANIFEST).is_file()
+    assert (version_dir / "base/model.safetensors").is_file() and (version_dir / registry.MANIFEST).is_file()
     return {"ok": True, "latency_s": 0.01, "reason": "ok"}
 
 
@@ -52,7 +52,9 @@ def retrain_and_gate(work: Path, weights: str) -> str:
 
 @pytest.fixture
 def work(tmp_path, monkeypatch):
-    work = make_workdir(tmp_path / "work", raw_params())
+    raw = raw_params()
+    raw["deploy"]["check"] = False  # placeholder weights answer nothing: the check is tests/test_deploy_check.py's
+    work = make_workdir(tmp_path / "work", raw)
     monkeypatch.chdir(work)
     (work / "models/adapter").mkdir(parents=True)
     (work / "models/adapter/README.md").write_text("peft placeholder card")
@@ -117,9 +119,9 @@ def deploy_and_rollback_cycle(work: Path) -> None:
     assert (got / "adapter/adapter_model.safetensors").read_text() == "weights v1"
     assert (got / "base/model.safetensors").read_text() == "base weights"
     assert json.loads((got / "adapter/adapter_config.json").read_text())["base_model_name_or_path"] == "base"
-    manifest = json.loads((got / deploy.MANIFEST).read_text())
+    manifest = json.loads((got / registry.MANIFEST).read_text())
     assert manifest["base"] == {"dir": "base", "source": "bundled", "sha256": sha256_tree(got / "base")}
-    loaded = deploy.load_version(got)
+    loaded = registry.load_version(got)
     assert loaded.adapter_dir == got / "adapter" and json.loads(loaded.base_identity.read_text())["source"] == "built"
     card = (got / "adapter/README.md").read_text()
     meta = front_matter(card)
@@ -355,6 +357,9 @@ def test_cli_deploy_with_real_smoke_test(tiny_workdir, in_copy_of):
     from llmops import train
 
     work = in_copy_of(tiny_workdir)
+    raw = yaml.safe_load((work / "params.yaml").read_text())
+    raw["deploy"]["check"] = False  # no eval ran here; tests/test_deploy_check.py deploys with the check on
+    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     train.run(load_params())
     sha = sha256_tree(work / "models/adapter")
     (work / "reports/eval_compare.json").write_text(json.dumps(compare_metrics(sha)))

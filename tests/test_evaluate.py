@@ -13,7 +13,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from llmops import evaluate
+from llmops import eval_suite, evaluate
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
 from llmops.errors import StageError
@@ -74,7 +74,7 @@ def test_every_task_folder_is_a_versioned_lm_eval_task():
 def test_rendering_takes_data_files_and_regex_from_params(tiny_workdir, in_copy_of):
     work = in_copy_of(tiny_workdir)
     params = load_params()
-    specs, _ = evaluate.task_specs(params)
+    specs, _ = eval_suite.task_specs(params)
     by_name = {s["task"]: s for s in specs}
     assert set(by_name) == set(TASKS)
     assert "${" not in json.dumps(specs)
@@ -95,7 +95,7 @@ def test_rendered_suite_runs_with_the_plain_lm_eval_cli(tiny_workdir, in_copy_of
     work = in_copy_of(tiny_workdir)
     suite = tmp_path / "suite"
     # every task folder of evals/: the suite's own and the benchmark slices real models use
-    assert len(evaluate.render_suite(suite)) == len(list((ROOT / "evals").glob("*/*.yaml")))
+    assert len(eval_suite.render_suite(suite)) == len(list((ROOT / "evals").glob("*/*.yaml")))
     out = subprocess.run(
         [
             "lm_eval",
@@ -224,13 +224,13 @@ def test_unknown_task_and_missing_data_are_named(tiny_workdir, in_copy_of):
     raw["eval"]["regression_tasks"] = ["general_qa", "no_such_task_xyz"]
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     with pytest.raises(StageError, match="no_such_task_xyz"):
-        evaluate.task_specs(load_params())
+        eval_suite.task_specs(load_params())
 
     raw["eval"]["regression_tasks"] = ["general_qa"]
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     os.remove(work / "data/general/qa.jsonl")
     with pytest.raises(StageError, match="qa.jsonl not found"):
-        evaluate.task_specs(load_params())
+        eval_suite.task_specs(load_params())
 
 
 def test_changed_items_between_base_and_tuned_are_refused(evaluated, tmp_path, monkeypatch):
@@ -256,7 +256,7 @@ def test_vllm_backend_args(tiny_workdir, in_copy_of):
     adapter = work / "models/adapter"
     adapter.mkdir(parents=True)
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 12}))
-    kind, args = evaluate.model_config(load_params(), adapter)
+    kind, args = eval_suite.model_config(load_params(), adapter)
     assert kind == "vllm" and args["lora_local_path"] == str(adapter) and args["max_lora_rank"] == 16
     assert "peft" not in args
 

@@ -476,7 +476,7 @@ def _stale(work):
         (lambda w: edit(w, "judge.json", lambda j: j.update(invalid_rate=None)), "invalid_rate"),
         (
             lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"]["triage_gen"].pop("delta")),
-            "tasks.triage_gen.delta: Field required",
+            "tasks.triage_gen.delta: missing",
         ),
         (
             lambda w: edit(w, "eval_compare.json", lambda c: c["tasks"].pop("general_arith")),

@@ -60,7 +60,7 @@ def test_local_server_gets_a_fresh_bearer_key(monkeypatch):
         seen.append(os.environ.get(stage.SERVE_KEY_ENV))  # what the child process would inherit
         yield "http://127.0.0.1:1/v1"
 
-    monkeypatch.setattr("llmops.serve.running_server", running_server)
+    monkeypatch.setattr("llmops.serve_client.running_server", running_server)
     monkeypatch.delenv(stage.SERVE_KEY_ENV, raising=False)
     params = type("P", (), {"paths": type("Q", (), {"adapter_dir": None})()})()
     with stage.local_server(params, needed=True) as first:

@@ -85,6 +85,11 @@ def test_deploy_registers_the_real_model_and_an_empty_folder_chats_with_it(repo)
     assert proc.returncode == 0, proc.stderr[-3000:]
     deployed = json.loads(proc.stdout)
     assert deployed["smoke_test"]["ok"], deployed  # the registered copy, served by llmops serve, answered
+    # the deploy check (issue #28): the registered copy, loaded from an empty folder, answered every held-out domain
+    # item exactly as eval_tuned recorded for this adapter
+    (form,) = deployed["deploy_check"]["forms"]
+    assert deployed["deploy_check"]["passed"] and form["identical_answers"] == form["items"] > 0, form
+    assert form["max_first_token_logprob_diff"] < 1e-3, form
 
     name = yaml.safe_load((repo / "params.yaml").read_text())["deploy"]["registry_name"]
     out = chat_with_registered(

@@ -12,7 +12,7 @@ import yaml
 from conftest import REPORT_EXAMPLES, make_workdir, offline_env, raw_params
 from test_gate import compare_metrics, judge_metrics, moved, task
 
-from llmops import gate, report
+from llmops import base_branch, gate, report
 from llmops.artifacts import sha256_tree
 from llmops.config import load_params
 
@@ -200,7 +200,7 @@ def test_change_or_noise_against_the_base_branch(tmp_path, monkeypatch):
     eval_samples(repo, pr, env={"numerics_path": "cpu B | torch CPU DEFAULT"})
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "pr")
-    text = report.vs_base_section(load_params(), "main")
+    text = base_branch.vs_base_section(load_params(), "main")
     assert re.search(
         r"\| triage_gen \| 60 \| 0\.250 \| 0\.233 \| -0\.017 \[-0\.\d+, \+0\.\d+\] \| \+1 / -2 \| "
         r"p 0\.56, within noise \|",  # Tango's score p: (1 - 2) / sqrt(3) -> 0.56; the interval spans 0
@@ -216,8 +216,10 @@ def test_change_or_noise_against_the_base_branch(tmp_path, monkeypatch):
     import shutil
 
     shutil.rmtree(repo / ".dvc/cache")
-    text = report.vs_base_section(load_params(), "main")
-    assert text.startswith("_not available_: the tuned eval samples of `main` are neither in the local DVC cache")
+    text = base_branch.vs_base_section(load_params(), "main")
+    assert text.startswith(
+        "_not available_: the tuned eval samples of `main` as committed are neither in the local DVC cache"
+    )
     assert "dvc push" in text
 
 
@@ -268,7 +270,7 @@ def test_a_report_that_breaks_its_contract_is_named_not_rendered(tmp_path, monke
     text = report.build(load_params(), "main")
     gate_part = section(text, "Quality gate")
     assert gate_part.startswith("## Quality gate\n\n**Verdict: not available** (_not available_ (")
-    assert "gate.json: verdict: Input should be 'pass', 'fail' or 'error'; rules.1.binding: Field required" in gate_part
+    assert "gate.json: verdict: Input should be 'pass', 'fail' or 'error'; rules.1.binding: missing" in gate_part
     assert "data.json: leaked: Input should be greater than or equal to 0" in section(text, "Data")
     assert "Gate: **not available**" in text and "MLflow run `not available`" in text  # empty run id: no run
 

@@ -65,7 +65,7 @@ def test_unknown_and_missing_fields_are_named(tmp_path):
     data["loss_aftr"] = data.pop("loss_after")
     path = tmp_path / "train.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(schemas.ContractError, match=r"loss_after: Field required; loss_aftr: Extra inputs"):
+    with pytest.raises(schemas.ContractError, match=r"loss_after: missing; loss_aftr: Extra inputs"):
         schemas.read(path, schemas.TrainMetrics)
 
 

@@ -24,7 +24,8 @@ import openai
 import pytest
 
 from llmops.errors import StageError
-from llmops.serve import DEFAULT_MAX_BODY, running_server
+from llmops.serve import DEFAULT_MAX_BODY
+from llmops.serve_client import running_server
 
 pytestmark = pytest.mark.slow
 

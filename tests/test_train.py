@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmops import train
+from llmops import launcher, perf, train
 from llmops.artifacts import sha256_file
 from llmops.config import load_params
 from llmops.tracking import mlflow
@@ -96,8 +96,8 @@ def test_last_logged_loss_and_curve():
 
 
 def test_accelerate_command_keeps_the_config(tmp_path):
-    cmd = train.accelerate_command(tmp_path / "cpu.yaml")
-    assert cmd[1:3] == ["-c", train.ACCELERATE_LAUNCH]
+    cmd = launcher.accelerate_command(tmp_path / "cpu.yaml")
+    assert cmd[1:3] == ["-c", launcher.ACCELERATE_LAUNCH]
     assert "from accelerate.commands.launch import main" in cmd[2]  # the command `accelerate launch` runs
     assert cmd[3:] == ["--config_file", str(tmp_path / "cpu.yaml"), "-m", "llmops.train"]
 
@@ -144,7 +144,7 @@ def test_exit_now_skips_only_the_teardown(tmp_path, how):
 # 48 MiB freed at the heap's top goes back to the kernel every step and every page faults in again next step.
 KEEP_CHILD = """
 import ctypes, json, resource
-from llmops.train import keep_freed_memory
+from llmops.perf import keep_freed_memory
 
 kept = keep_freed_memory()
 libc = ctypes.CDLL(None)
@@ -188,7 +188,7 @@ def test_freed_memory_is_reused_not_faulted_in_again(env, kept):
         [sys.executable, "-c", KEEP_CHILD], env={**clean, **env}, capture_output=True, text=True, check=True
     )
     out = json.loads(proc.stdout)
-    assert out["kept"] == (train.MALLOC_THRESHOLDS if kept else None)
+    assert out["kept"] == (perf.MALLOC_THRESHOLDS if kept else None)
     if kept:
         assert out["faults"] < out["pages"] // 100, out
     else:
@@ -208,11 +208,11 @@ def test_second_launch_refuses_while_lock_is_held(tiny_workdir, in_copy_of):
 
     work = in_copy_of(tiny_workdir)
     params = load_params()
-    held = train.take_lock(train.lock_path(params))  # what a surviving trainer of an earlier run holds
+    held = launcher.take_lock(launcher.lock_path(params))  # what a surviving trainer of an earlier run holds
     try:
         os.pwrite(held, b"4242", 0)
         with pytest.raises(StageError, match=r"adapter\.lock.*process group 4242.*kill -- -4242"):
-            train.launch(params, work / "configs/accelerate/cpu.yaml")
+            launcher.launch(params, work / "configs/accelerate/cpu.yaml")
     finally:
         os.close(held)
     assert not (work / "models/adapter").exists()
@@ -223,7 +223,7 @@ def test_missing_accelerate_config_is_named(tiny_workdir, in_copy_of):
 
     work = in_copy_of(tiny_workdir)
     with pytest.raises(StageError, match="configs/accelerate/nope.yaml"):
-        train.launch(load_params(), work / "configs/accelerate/nope.yaml")
+        launcher.launch(load_params(), work / "configs/accelerate/nope.yaml")
 
 
 @pytest.mark.slow
@@ -251,7 +251,7 @@ def test_launcher_trains_and_logs_the_run(tiny_workdir, tmp_path):
     assert metrics["steps"] == 8 and (work / "models/adapter/adapter_model.safetensors").is_file()
     perf = json.loads((work / "reports/train_perf.json").read_text())
     assert "mlflow" not in perf["phases_s"]  # not paid by the trainer
-    assert perf["malloc"] == train.MALLOC_THRESHOLDS and perf["loop_minor_faults"] > 0  # keep_freed_memory ran
+    assert perf["malloc"] == perf.MALLOC_THRESHOLDS and perf["loop_minor_faults"] > 0  # keep_freed_memory ran
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -99,6 +99,7 @@ def run_event(
     env_extra: dict[str, str] | None = None,
     local_config: str = "",
     vars_: dict[str, str] | None = None,
+    environment_secrets: dict[str, dict[str, str]] | None = None,
 ) -> tuple[Path, JobResult]:
     """A fresh runner: clone (the checkout step, fetch-depth 0), then the job's steps."""
     ws = tmp / f"runner-{event}-{ref_branch}"
@@ -132,6 +133,7 @@ def run_event(
         skip_ids={"install": "make install skipped: this test's venv is on PATH (its GITHUB_PATH)"},
         path_prepend=[str(BIN)],
         vars_=vars_,
+        environment_secrets=environment_secrets,
     )
     return ws, result
 
@@ -191,6 +193,9 @@ def s3(tmp_path_factory):
 
 
 SECRETS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+# Credentials live in deployment environments, not the repository: `dvc-read` (pull requests; read-only keys in a
+# real setup, which moto cannot enforce: the tests check that a PR job writes nothing) and `dvc-write` (main only)
+ENVIRONMENTS = {"dvc-read": SECRETS, "dvc-write": SECRETS}
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +218,14 @@ def remote_main(origin, s3, tmp_path_factory):
     # the moto endpoint reaches the runner as repository variables (MinIO, R2, Ceph): nothing in git, no local config
     repo_vars = {"DVC_S3_ENDPOINT_URL": endpoint, "DVC_S3_REGION": "us-east-1"}
     ws, result = run_event(
-        origin, tmp, event="push", ref_branch="main", secrets=SECRETS, env_extra=env, vars_=repo_vars
+        origin,
+        tmp,
+        event="push",
+        ref_branch="main",
+        secrets={},
+        environment_secrets=ENVIRONMENTS,
+        env_extra=env,
+        vars_=repo_vars,
     )
     return {"tmp": tmp, "env": env, "vars": repo_vars, "ws": ws, "result": result}
 
@@ -239,6 +251,7 @@ def test_main_push_builds_and_fills_the_remote(remote_main, s3):
     ws, result = remote_main["ws"], remote_main["result"]
     st = record("remote: main push (first)", ws, result)
     assert result.ok, explain(result)
+    assert result.environment == "dvc-write"  # the one job holding write keys: the default branch's, reviewed code
     assert st["ran"] == STAGES
     keys = bucket_keys(s3[0])
     assert any(k.startswith("dvc/files/md5/") for k in keys)
@@ -249,19 +262,23 @@ def test_main_push_builds_and_fills_the_remote(remote_main, s3):
 
 
 @pytest.fixture(scope="module")
-def pr(origin, remote_main):
-    def _run(name: str, change, secrets=SECRETS, fork=False):
+def pr(origin, remote_main, s3):
+    def _run(name: str, change, environments=ENVIRONMENTS, fork=False):
         branch(origin, name, change)
-        return run_event(
+        before = set(bucket_keys(s3[0]))
+        ws, result = run_event(
             origin,
             remote_main["tmp"],
             event="pull_request",
             ref_branch=name,
-            secrets=secrets,
+            secrets={},
+            environment_secrets=environments,
             fork=fork,
             env_extra=remote_main["env"],
             vars_=remote_main["vars"],
         )
+        result.written = sorted(set(bucket_keys(s3[0])) - before)  # what this PR's job put on the remote
+        return ws, result
 
     return _run
 
@@ -270,6 +287,16 @@ def test_pr_changing_a_train_param_reruns_train_to_report_only(pr):
     ws, result = pr("pr-train", lambda raw: raw["train"].update(learning_rate=0.002))
     st = record("remote: PR train.learning_rate", ws, result)
     assert result.ok, explain(result)
+    # PR code never holds write keys: the job ran in `dvc-read`, pushed nothing, and the remote is as main left it
+    assert result.environment == "dvc-read" and result.step("dvc push").outcome == "skipped"
+    assert result.written == [], result.written
+    # the report compares with what main's CI built and published (not main's committed dvc.lock): item by item,
+    # and the metrics against main's published ones
+    report = (ws / "reports/report.md").read_text()
+    noise = report.split("## Change or noise?", 1)[1].split("\n## ", 1)[0]
+    assert "`main` as its CI last built it" in noise and "| triage_gen | " in noise, noise
+    metrics = report.split("## Metrics diff against", 1)[1].split("\n## ", 1)[0]
+    assert "not available" not in metrics and "train.json:" in metrics, metrics
     assert st["ran"] == ["train", "eval_tuned", "judge", "gate", "report"]
     assert sorted(st["restored"] + st["unchanged"]) == ["base", "eval_base", "prepare"]
     # the judge reran on main's cache (pulled, a persist output): the calibration set was judged already
@@ -293,7 +320,9 @@ def test_pr_changing_only_a_gate_threshold_reruns_gate_and_report_only(pr):
 def test_fork_pr_without_secrets_rebuilds_labelled_and_a_failed_stage_is_reported(pr):
     """A fork PR (remote configured, no secrets) whose change breaks prepare: scratch mode, no credential
     errors, base rebuilt on the runner, and the report names the failed stage and its error."""
-    ws, result = pr("pr-fork-broken", lambda raw: raw["prepare"].update(min_examples=100000), secrets={}, fork=True)
+    ws, result = pr(
+        "pr-fork-broken", lambda raw: raw["prepare"].update(min_examples=100000), environments={}, fork=True
+    )
     st = record("fork PR, prepare fails", ws, result)
     assert not result.ok and result.step("dvc repro").outcome == "failure"
     assert st["ran"] == ["base", "prepare"] and st["failed"] == ["prepare"] and not st["restored"]

@@ -37,7 +37,8 @@ def test_expected_workflows_exist():
 def test_zizmor_offline_reports_no_findings():
     # --strict-collection: a workflow zizmor cannot parse is an error, not silently skipped
     proc = subprocess.run(
-        [str(BIN / "zizmor"), "--offline", "--strict-collection", "--persona", "pedantic", str(WORKFLOWS)],
+        # auditor: the strictest persona (it also wants every secret inside a deployment environment)
+        [str(BIN / "zizmor"), "--offline", "--strict-collection", "--persona", "auditor", str(WORKFLOWS)],
         capture_output=True,
         text=True,
     )
@@ -114,7 +115,16 @@ def test_pipeline_job_builds_what_is_missing_and_pushes_in_remote_mode():
     assert "--allow-missing" not in joined  # outputs absent means build them, never "skip"
     assert "dvc repro --pull" in by_id["repro"]["run"] and "dvc repro 2>&1" in by_id["repro"]["run"]
     assert "dvc push --run-cache" in by_id["push"]["run"] and "llmops.ci publish" in by_id["push"]["run"]
-    assert by_id["push"]["if"] == "${{ steps.mode.outputs.mode == 'remote' }}"
+    # only the default branch writes the remote, and only it holds the write environment (issue #25: PR code never
+    # holds keys that write what main or other PRs read)
+    assert by_id["push"]["if"] == (
+        "${{ steps.mode.outputs.mode == 'remote' && github.event_name == 'push' && "
+        "github.ref_name == github.event.repository.default_branch }}"
+    )
+    assert job["environment"] == (
+        "${{ (github.event_name == 'push' && github.ref_name == github.event.repository.default_branch) "
+        "&& 'dvc-write' || 'dvc-read' }}"
+    )
     assert "rm -f reports/report.md reports/gate.json" in by_id["mode"]["run"]  # nor main's committed verdict
     # secrets: never in the install step nor at job/workflow level; the mode step only learns whether one is set
     assert "env" not in job and "secrets" not in yaml.safe_dump(wf.get("env"))

@@ -103,6 +103,8 @@ class StepResult:
 
 @dataclass
 class JobResult:
+    environment: str | None = None  # the deployment environment the job ran in (its secrets were visible)
+    written: list[str] = field(default_factory=list)  # set by a caller that watches a remote: what the job wrote
     steps: list[StepResult] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
     summary: str = ""
@@ -155,16 +157,25 @@ def run_job(
     skip_ids: dict[str, str],
     path_prepend: list[str],
     vars_: dict[str, str] | None = None,
+    environment_secrets: dict[str, dict[str, str]] | None = None,
     timeout: float = 900,
 ) -> JobResult:
+    """`secrets` are the repository's; `environment_secrets[name]` those of the deployment environment `name`,
+    which a job naming that environment also sees (GitHub: environment secrets override repository ones)."""
     wf = load_workflow(workflow)
     job = wf["jobs"][job_name]
     scratch = Path(tempfile.mkdtemp(prefix="gha-"))
     files = {k: scratch / k.lower() for k in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH", "GITHUB_STEP_SUMMARY")}
     steps_ctx: dict[str, dict] = {}
+    environment = job.get("environment")
+    if isinstance(environment, dict):
+        environment = environment.get("name")
+    if environment is not None:
+        environment = str(evaluate(str(environment), {"github": Ctx(github), "vars": Ctx(vars_ or {})}))
+    seen = {**secrets, **(environment_secrets or {}).get(environment or "", {})}
     contexts = {
         "github": Ctx(github),
-        "secrets": Ctx(secrets),
+        "secrets": Ctx(seen),
         "vars": Ctx(vars_ or {}),
         "steps": Ctx(steps_ctx),
         "inputs": Ctx(github.get("event", {}).get("inputs", {})),
@@ -173,7 +184,7 @@ def run_job(
     }
     failed = False
     contexts.update(success=lambda: not failed, failure=lambda: failed, cancelled=lambda: False, always=lambda: True)
-    result = JobResult()
+    result = JobResult(environment=environment)
     if "if" in job and not evaluate(str(job["if"]), contexts):
         raise AssertionError(f"job {job_name} would not run for this event")
     extra_path = list(path_prepend)

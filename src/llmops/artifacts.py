@@ -238,8 +238,8 @@ def finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# Float results are byte-identical on one machine but drift across CPU kernel paths (measured: the same
-# commit flipped 1-4 of 60 eval items elsewhere). These settings pick the path, so every run records them.
+# Float results are byte-identical on one machine but drift across CPU kernel paths (the same commit can flip a few
+# eval items on another CPU: docs/evaluation.md). These settings pick the path, so every run records them.
 NUMERICS_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "OMP_NUM_THREADS")
 
 

@@ -1,7 +1,8 @@
 """The branch state CI shares through the DVC remote: a branch's dvc.lock plus the outputs DVC keeps out of its cache.
 
 Run:  python -m llmops.ci publish --branch main   (default-branch CI, after `dvc repro` and `dvc push --run-cache`)
-      python -m llmops.ci restore --branch main   (PR CI, before `dvc repro --pull`)
+      python -m llmops.ci restore --branch main --keep reports/ci/base   (PR CI, before `dvc repro --pull`; the copy
+                                                  in reports/ci/base is what the report compares with)
 
 Why: CI never commits back, so the committed dvc.lock describes a developer's machine, not what CI built and
 pushed. The run-cache restores most stages by their deps and params alone, but not a stage with a `persist`
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -71,12 +73,15 @@ def publish(branch: str) -> dict:
     return {"branch": branch, "files": files}
 
 
-def restore(branch: str) -> dict:
-    """Unpack the branch's published state over the checkout; nothing published yet is not an error."""
+def restore(branch: str, keep: Path | None = None) -> dict:
+    """Unpack the branch's published state over the checkout; nothing published yet is not an error. With `keep`,
+    also keep a copy of it and the branch's tuned eval samples there, for the report (llmops.base_branch)."""
     repo, fs, root = _remote()
     key = _key(fs, root, branch)
     if not fs.exists(key):
         print(f"no published state for {branch!r} yet: the committed dvc.lock is the starting point")
+        if keep is not None:
+            unavailable(keep, f"{branch!r} has published no state yet (its CI has not pushed a build)")
         return {"branch": branch, "files": []}
     allowed = {LOCK, *uncached_outs(repo)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,16 +97,49 @@ def restore(branch: str) -> dict:
         f"restored the state of {branch!r}: {', '.join(names)}"
         + (f" (ignored, not an output of this dvc.yaml: {', '.join(skipped)})" if skipped else "")
     )
+    if keep is not None:
+        keep_snapshot(repo, branch, names, keep)
     return {"branch": branch, "files": names}
+
+
+def unavailable(keep: Path, why: str) -> None:
+    from llmops.base_branch import UNAVAILABLE
+
+    keep.mkdir(parents=True, exist_ok=True)
+    (keep / UNAVAILABLE).write_text(why + "\n", encoding="utf-8")
+
+
+def keep_snapshot(repo, branch: str, files: list[str], keep: Path) -> None:
+    """Copy the restored files and the branch's tuned eval samples (pulled by its dvc.lock) into `keep`: what the
+    report compares this run with, since `dvc repro` is about to replace them in the workspace."""
+    from llmops.config import load_params
+
+    keep.mkdir(parents=True, exist_ok=True)
+    for rel in files:
+        (keep / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(rel, keep / rel)
+    samples = load_params().paths.report("eval_samples") / "tuned"
+    try:
+        repo.pull(targets=[samples.as_posix()])
+        shutil.copytree(samples, keep / samples, dirs_exist_ok=True)
+    except Exception as exc:  # noqa: BLE001 - DVC's errors for a missing object or an unreadable remote: one line
+        unavailable(keep, f"the tuned eval samples {branch!r} published could not be pulled: {type(exc).__name__}")
+        print(f"kept {branch!r}'s published metrics; its eval samples could not be pulled ({type(exc).__name__})")
+        return
+    print(f"kept {branch!r}'s published state and tuned eval samples in {keep} for the report")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["publish", "restore"])
     parser.add_argument("--branch", required=True, help="branch whose state to publish or restore, e.g. main")
+    parser.add_argument("--keep", type=Path, help="restore: also keep a copy (+ its tuned eval samples) here")
     args = parser.parse_args(argv)
     try:
-        (publish if args.action == "publish" else restore)(args.branch)
+        if args.action == "publish":
+            publish(args.branch)
+        else:
+            restore(args.branch, args.keep)
     except StageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -47,9 +47,9 @@ def train_launch(
 ) -> None:
     """What dvc.yaml runs: `accelerate launch --config_file CONFIG -m llmops.train` as one process group that
     stops when this command or its caller dies (no orphaned trainers)."""
-    from llmops import train as stage
+    from llmops import launcher
 
-    exit_now(run_stage(stage.launch, config_file))  # MLflow's teardown is the last thing dvc would wait for
+    exit_now(run_stage(launcher.launch, config_file))  # MLflow's teardown is the last thing dvc would wait for
 
 
 @app.command()
@@ -77,7 +77,7 @@ def serve(
     if adapter is not None:
         typer.secho("error: --adapter and --model-uri exclude each other (a version holds its adapter)", err=True)
         sys.exit(2)
-    from llmops.deploy import serve_registered
+    from llmops.registry import serve_registered
 
     try:
         serve_registered(model_uri, host, port, max_body_bytes)
@@ -135,7 +135,9 @@ def report(
             reports = load_params().paths.reports
         except Exception:  # noqa: BLE001 - any config error: the default folder still gets the report
             reports = Path("reports")
-        print(json.dumps(stage.write_failure(reports, failed, log)))
+        from llmops.ci_report import write_failure
+
+        print(json.dumps(write_failure(reports, failed, log)))
         return
     result = run_stage(stage.run, base_ref)
     # the last thing `dvc repro` prints: what a person reads (the JSON above is for tools)
@@ -170,6 +172,26 @@ def deploy(
         run_stage(stage.redeploy, version)
     else:
         run_stage(stage.run)
+
+
+@app.command()
+def export() -> None:
+    """Merge the adapter into its base (paths.merged_dir, a plain HF folder) and check it answers as evaluated."""
+    from llmops import export as stage
+
+    run_stage(stage.run)
+
+
+@app.command("deploy-check")
+def deploy_check(
+    model_uri: str = typer.Option(..., help="the registered version to check, e.g. models:/<name>@production"),
+) -> None:
+    """Download a registered version into an empty folder; check it answers the held-out domain items as this repo's
+    eval_tuned recorded (reports/deploy_check.json); exit 1 if it does not."""
+    from llmops import verify
+
+    result = run_stage(verify.check_registered, model_uri)
+    sys.exit(0 if result["passed"] else 1)
 
 
 @app.command()

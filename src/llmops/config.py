@@ -4,6 +4,9 @@ Unknown keys, wrong types and out-of-range values fail here with the dotted key 
 `dvc exp run -S train.lora.rr=8` stops the stage instead of silently training with the default.
 No field has a default here: params.yaml is the one place every value lives (an optional knob is present there
 as `null`), so a deleted key fails by its dotted name instead of falling back to a second, drifting copy.
+
+Why one module (~370 lines): one pydantic model per params.yaml section plus the rules across sections;
+split, the one schema of params.yaml would be read in pieces.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from llmops.errors import ConfigError
+from llmops.errors import ConfigError, problems
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -72,6 +75,7 @@ class Paths(Strict):
     base_dir: Path
     prepared_dir: Path
     adapter_dir: Path
+    merged_dir: Path  # llmops export: the adapter merged into the base (not a stage output)
     eval_tasks: Path
     prompts: Path
     reports: Path
@@ -303,6 +307,10 @@ class Deploy(Strict):
     alias: str
     smoke_max_latency_s: float = Field(gt=0)
     smoke_max_tokens: int = Field(ge=1)
+    check: bool  # llmops.deploy_check on the registered version before the alias moves
+    check_max_label_changes: int = Field(ge=0)
+    check_max_logprob_diff: float | None = Field(gt=0)  # None: reported, never a reason to refuse
+    merged: bool  # also register the adapter merged into the base (llmops export), checked the same way
 
 
 class Tracking(Strict):
@@ -342,10 +350,6 @@ class Params(Strict):
 MISSING_HINT = "params.yaml sets every knob, there is no default in code; an optional one is set to null"
 
 
-def _dotted(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc)
-
-
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
     """Read and validate params.yaml; raise ConfigError naming the file and every bad key."""
     path = Path(path)
@@ -361,8 +365,5 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
         return Params.model_validate(raw)
     except ValidationError as exc:
         errors = exc.errors()
-        problems = "; ".join(
-            f"{_dotted(e['loc'])}: " + ("missing" if e["type"] == "missing" else e["msg"]) for e in errors
-        )
         hint = f" ({MISSING_HINT})" if any(e["type"] == "missing" for e in errors) else ""
-        raise ConfigError(f"{path}: {problems}{hint}") from None
+        raise ConfigError(f"{path}: {problems(errors)}{hint}") from None

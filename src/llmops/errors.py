@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 
 class StageError(Exception):
@@ -20,3 +22,29 @@ class DataError(StageError):
         self.path, self.line, self.field = Path(path), line, field
         where = str(path) + (f":{line}" if line is not None else "") + (f" field '{field}'" if field else "")
         super().__init__(f"{where}: {message}")
+
+
+def problem(error: dict[str, Any]) -> str:
+    """One pydantic error's message in our wording: a missing key says "missing", NaN/inf say so, and a validator's
+    own message loses pydantic's "Value error, " prefix."""
+    value = error.get("input")
+    if error["type"] == "missing":
+        return "missing"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    return error["msg"].removeprefix("Value error, ")
+
+
+def problems(errors: list[dict[str, Any]]) -> str:
+    """pydantic's errors (ValidationError.errors()) as one line, `dotted.location: what is wrong; ...`: the one
+    wording every config, contract and rubric message uses (a rule over the whole object has no location)."""
+    return "; ".join((".".join(str(p) for p in e["loc"]) + ": " if e["loc"] else "") + problem(e) for e in errors)
+
+
+def field_path(loc: tuple) -> str | None:
+    """A pydantic location as a reader writes a field: ('messages', 0, 'role') -> 'messages[0].role' (None: the
+    whole object). Data errors and the server's `error.param` name fields this way."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or None

@@ -28,6 +28,9 @@ It fails closed: a missing file, one that breaks its contract (llmops.schemas: w
 a task or rubric the params name but the metrics lack (or the reverse), a task kind that disagrees with
 the params, a task too small for any result on it to pass its test (the message names the minimum n), no
 regression task at all (unless gate.regression_required is false), or metrics whose adapter_sha256 is not the current adapter's (stale) make the verdict "error".
+
+Why one module (~380 lines): the rules (one function per rule kind), their thresholds and the verdict, read
+together when a verdict is questioned; the statistics are llmops.stats.
 """
 
 from __future__ import annotations

@@ -10,10 +10,21 @@ or an already resolved (name_or_path, revision) pair, as the server's child proc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from llmops.artifacts import read_json, sha256_file
 from llmops.errors import StageError
+
+
+class PinnedBase(Protocol):
+    """Where a pinned base lives: params.paths, or a downloaded registry version (llmops.registry.load_version)."""
+
+    base_identity: Path
+    base_dir: Path
+
+
+# What the loaders accept: a pinned base, a resolved (name_or_path, revision) pair, or a plain folder / hub id
+ModelSource = PinnedBase | tuple[str, str | None] | str | Path
 
 
 def manifest(folder: Path) -> dict[str, dict[str, Any]]:
@@ -62,13 +73,13 @@ def verify_local(ident: dict[str, Any], folder: Path | None = None) -> None:
         )
 
 
-def identity(paths: Any) -> dict[str, Any]:
+def identity(paths: PinnedBase) -> dict[str, Any]:
     if not paths.base_identity.is_file():
         raise StageError(f"{paths.base_identity}: missing; run the base stage first (dvc repro base)")
     return read_json(paths.base_identity)
 
 
-def model_reference(paths: Any) -> tuple[str, str | None]:
+def model_reference(paths: PinnedBase) -> tuple[str, str | None]:
     """(name_or_path, revision) that from_pretrained should load for the pinned base."""
     ident = identity(paths)
     if ident["source"] == "local":
@@ -79,7 +90,7 @@ def model_reference(paths: Any) -> tuple[str, str | None]:
     return (str(paths.base_dir) if in_base_dir else ident["path"]), ident.get("revision")
 
 
-def reference(source: Any) -> tuple[str, str | None]:
+def reference(source: ModelSource) -> tuple[str, str | None]:
     """A source (see the module docstring) as (name_or_path, revision); a bare str/Path has no revision."""
     if hasattr(source, "base_identity"):
         return model_reference(source)
@@ -88,7 +99,7 @@ def reference(source: Any) -> tuple[str, str | None]:
     return str(source), None
 
 
-def load_tokenizer(source: Any):
+def load_tokenizer(source: ModelSource):
     from transformers import AutoTokenizer
 
     name, revision = reference(source)
@@ -98,7 +109,7 @@ def load_tokenizer(source: Any):
     return tokenizer
 
 
-def load_model(source: Any, dtype: Any = None, adapter: Path | str | None = None, device: str | None = None):
+def load_model(source: ModelSource, dtype: Any = None, adapter: Path | str | None = None, device: str | None = None):
     """The base model (dtype "auto" unless given), moved to `device` if given, with the LoRA adapter folder
     applied unmerged on top if given (exactly the files train wrote)."""
     from transformers import AutoModelForCausalLM
@@ -112,3 +123,11 @@ def load_model(source: Any, dtype: Any = None, adapter: Path | str | None = None
 
         model = PeftModel.from_pretrained(model, str(adapter))
     return model
+
+
+def chat_texts(tokenizer, messages: list[dict[str, str]]) -> tuple[str, str]:
+    """(the prompt, the whole conversation) rendered with the tokenizer's chat template: the prompt is every turn but
+    the last (the answer) plus the generation prompt, as the model sees it before answering. Training masks the
+    prompt's tokens and prepare counts both lengths."""
+    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    return prompt, tokenizer.apply_chat_template(messages, tokenize=False)

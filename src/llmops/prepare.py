@@ -17,6 +17,9 @@ prepare.allow_leakage; see `find_leaks`), length in tokens against prepare.max_s
 prepare.truncation, and at least prepare.min_examples training records.
 
 Writes paths.prepared_dir/{train,eval}.jsonl and reports/data.json (counts, drops, token percentiles).
+
+Why one module (~380 lines): the checks raw data must pass, in the order they run; the record shapes are
+llmops.records, the chat rendering llmops.model.
 """
 
 from __future__ import annotations
@@ -31,17 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from llmops import schemas
 from llmops.artifacts import atomic_dir, parse_json_line, write_jsonl
 from llmops.config import Params
-from llmops.errors import DataError
-from llmops.model import load_tokenizer
-
-ROLES = {"system", "user", "assistant"}
-ALLOWED_CONTROLS = {"\n", "\t"}
-# Letters and symbols that render as blank space (Hangul fillers, braille blank): not visible text either.
-BLANK_LOOKING = {"\u115f", "\u1160", "\u3164", "\uffa0", "\u2800"}
+from llmops.errors import DataError, field_path, problem
+from llmops.model import chat_texts, load_tokenizer
+from llmops.records import ChatRecord, PairRecord
 
 
 @dataclass
@@ -81,33 +81,6 @@ def normalised_words(text: str) -> list[str]:
     ).split()
 
 
-def _visible(char: str) -> bool:
-    return unicodedata.category(char)[0] in "LNPS" and char not in BLANK_LOOKING
-
-
-def _text(value: Any, path: Path, line: int, name: str) -> str:
-    if not isinstance(value, str):
-        raise DataError(path, f"must be a string, got {type(value).__name__}", line, name)
-    for i, char in enumerate(value):
-        category = unicodedata.category(char)
-        if category == "Cs":
-            raise DataError(
-                path, f"contains a lone surrogate U+{ord(char):04X} at character {i} (not valid Unicode)", line, name
-            )
-        if category == "Cc" and char not in ALLOWED_CONTROLS:
-            raise DataError(
-                path,
-                f"contains control character U+{ord(char):04X} at character {i} (only \\n and \\t are allowed)",
-                line,
-                name,
-            )
-    if not any(_visible(c) for c in value):
-        raise DataError(
-            path, "is empty: no visible character (only whitespace, zero-width or format characters)", line, name
-        )
-    return value
-
-
 def _ending(raw: bytes) -> int:
     return 2 if raw.endswith(b"\r\n") else 1 if raw.endswith(b"\n") else 0
 
@@ -131,48 +104,34 @@ def _bounded_lines(fh, limit: int):
 
 
 def parse_record(record: Any, path: Path, line: int, system_prompt: str | None) -> Example:
+    """One parsed JSON line as an Example (llmops.records validates its shape); DataError naming the field."""
     if not isinstance(record, dict):
         raise DataError(path, f"expected a JSON object, got {type(record).__name__}", line)
     if "messages" in record and ("input" in record or "output" in record):
         raise DataError(
             path, "holds both shapes ('messages' and 'input'/'output'); keep one, so no answer is dropped", line
         )
-    if "messages" in record:
-        turns = record["messages"]
-        if not isinstance(turns, list) or not turns:
-            raise DataError(path, "must be a non-empty list of {role, content}", line, "messages")
-        messages = []
-        for i, turn in enumerate(turns):
-            where = f"messages[{i}]"
-            if not isinstance(turn, dict):
-                raise DataError(path, "must be an object with role and content", line, where)
-            role = turn.get("role")
-            if role not in ROLES:
-                raise DataError(path, f"must be one of {sorted(ROLES)}, got {role!r}", line, f"{where}.role")
-            messages.append({"role": role, "content": _text(turn.get("content"), path, line, f"{where}.content")})
+    if "messages" not in record and "input" not in record and "output" not in record:
+        raise DataError(path, "record needs either 'messages' or 'input'+'output'", line)
+    try:
+        parsed = (ChatRecord if "messages" in record else PairRecord).model_validate(record)
+    except ValidationError as exc:
+        first = exc.errors()[0]  # the first problem, named: a person fixes one field at a time
+        raise DataError(path, problem(first), line, field_path(first["loc"])) from None
+    if isinstance(parsed, PairRecord):
+        messages = [{"role": "user", "content": parsed.input}, {"role": "assistant", "content": parsed.output}]
+        example = Example(path, line, messages)
+    else:
+        messages = [{"role": t.role, "content": t.content} for t in parsed.messages]
+        last = len(messages) - 1
         if messages[-1]["role"] != "assistant":
-            raise DataError(
-                path, "the last turn must be the assistant's answer", line, f"messages[{len(turns) - 1}].role"
-            )
+            raise DataError(path, "the last turn must be the assistant's answer", line, f"messages[{last}].role")
         if not any(m["role"] == "user" for m in messages[:-1]):
             raise DataError(path, "needs at least one user turn before the answer", line, "messages")
-    elif "input" in record or "output" in record:
-        for name in ("input", "output"):
-            if name not in record:
-                raise DataError(path, "missing", line, name)
-        messages = [
-            {"role": "user", "content": _text(record["input"], path, line, "input")},
-            {"role": "assistant", "content": _text(record["output"], path, line, "output")},
-        ]
-    else:
-        raise DataError(path, "record needs either 'messages' or 'input'+'output'", line)
+        example = Example(path, line, messages, prompt_field="messages", answer_field=f"messages[{last}].content")
     if system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system_prompt})
-    if "messages" in record:
-        return Example(
-            path, line, messages, prompt_field="messages", answer_field=f"messages[{len(turns) - 1}].content"
-        )
-    return Example(path, line, messages)
+    return example
 
 
 def read_examples(
@@ -284,8 +243,7 @@ def percentiles(values: list[int]) -> dict[str, float] | None:
 
 
 def token_lengths(tokenizer, ex: Example) -> tuple[int, int]:
-    prompt = tokenizer.apply_chat_template(ex.prompt, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(ex.messages, tokenize=False)
+    prompt, full = chat_texts(tokenizer, ex.messages)
     return len(tokenizer(prompt, add_special_tokens=False)["input_ids"]), len(
         tokenizer(full, add_special_tokens=False)["input_ids"]
     )
@@ -382,7 +340,7 @@ def run(params: Params) -> dict[str, Any]:
             "gold": labels.index(ex.label),
             "choices": labels,
             # rendered once here with the base tokenizer's chat template, so lm-eval and the judge see one prompt
-            "prompt": tokenizer.apply_chat_template(ex.prompt, tokenize=False, add_generation_prompt=True),
+            "prompt": chat_texts(tokenizer, ex.messages)[0],
         }
         for i, ex in enumerate(evals)
     ]

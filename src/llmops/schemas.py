@@ -8,12 +8,14 @@ names, never a silent pass.
 Used by: prepare (writes data.json), train (train.json), evaluate (eval_<model>.json, eval_compare.json),
 judge (judge.json), gate (reads eval_compare.json and judge.json, writes gate.json), report and deploy (read
 them). tests/test_schemas.py validates every committed reports/*.json against its model.
+
+Why one module (~440 lines): every contract stages exchange, side by side on purpose; a field's meaning is
+looked up in one place.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -21,7 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from llmops.artifacts import write_json
-from llmops.errors import StageError
+from llmops.errors import StageError, problems
 
 # The file names, relative to paths.reports (dvc.yaml names the same files).
 DATA = "data.json"
@@ -35,6 +37,7 @@ JUDGE_ITEMS = "judge_items.jsonl"
 GATE = "gate.json"
 REPORT = "report.md"
 MLFLOW_RUN = "mlflow_run.json"
+DEPLOY_CHECK = "deploy_check.json"
 
 
 class TaskKind(StrEnum):
@@ -350,6 +353,57 @@ class MlflowRun(Contract):
     tracking_uri: str  # credentials stripped (artifacts.safe_url)
 
 
+class LabelChange(Contract):
+    doc_id: str  # lm-eval's doc_id in the domain task
+    line: int | None  # the item's line in paths.raw_eval (prepare's source_line), when the doc carries it
+    evaluated: str  # the label the eval stage recorded
+    deployed: str  # the label the checked form gave
+
+
+class FormCheck(Contract):
+    """One form of a registered version (the adapter on its bundled base, or the merged export) answering the
+    domain task's held-out items, against the answers the eval stage recorded for the gated adapter."""
+
+    form: Literal["adapter", "merged"]
+    items: int = Field(ge=0)
+    identical_answers: int = Field(ge=0)
+    label_changes: list[LabelChange]
+    max_first_token_logprob_diff: float = Field(
+        ge=0
+    )  # nats: |log p_evaluated(t) - log p_form(t)|, t = first greedy token
+    passed: bool
+    reasons: list[str]  # why it failed (empty when passed)
+    runtime_s: float
+
+
+class DeployCheck(Contract):
+    """reports/deploy_check.json (llmops.deploy_check, written by `llmops deploy`). Not in CONTRACTS: deploy writes
+    it, not a dvc.yaml stage; tests/test_deploy_check.py reads it through this contract."""
+
+    task: str
+    adapter_sha256: str
+    max_label_changes: int = Field(ge=0)
+    max_logprob_diff: float | None
+    forms: list[FormCheck]
+    passed: bool
+
+
+class Lineage(Contract):
+    """Where a deployed adapter came from (llmops.deploy.lineage): logged as lineage.json with the version, written
+    into the model card and its tags."""
+
+    git_sha: str
+    git_dirty: bool | None  # None: not a git checkout
+    params_sha256: str
+    data_sha256: str
+    adapter_sha256: str
+    base_model: str
+    base_revision: str | None
+    base_weights_sha256: str | None
+    base_identity: dict[str, Any]  # identity.json as the base stage wrote it (its keys depend on the source)
+    dvc_outs_md5: dict[str, str | None]
+
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -369,15 +423,7 @@ def validate(data: Any, model: type[Model], source: str) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {_msg(e)}" for e in exc.errors())
-        raise ContractError(f"{source}: {problems}") from None
-
-
-def _msg(error: dict) -> str:
-    value = error.get("input")
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{value} is not a finite number"
-    return error["msg"]
+        raise ContractError(f"{source}: {problems(exc.errors())}") from None
 
 
 # Every contracted file by name (tests/test_schemas.py checks each committed one and each example against it).

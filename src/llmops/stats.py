@@ -13,6 +13,9 @@ gate and the report's comparison with the base branch. Which method and why: doc
   counts (exact McNemar; exact unconditional non-inferiority), and `min_items_*`: the fewest items on which
   any result could pass, below which the gate cannot judge.
 - `bootstrap_indices` / `mean_ci` / `ratio_ci`: percentile bootstrap intervals for readers (judge means, ratios).
+
+Why one module (~310 lines): the paired methods and the exact tests behind every verdict, each beside the
+reference it implements.
 """
 
 from __future__ import annotations
@@ -207,12 +210,12 @@ def tango_pvalue(gained: int, lost: int, n: int) -> float:
     return float(2 * sps.norm.sf(abs(tango_z(gained, lost, n, 0.0))))
 
 
-# The score test is asymptotic: at the margin it passes up to 3% of the time where alpha is 2.5% (n 20-100 with
-# many items moving both ways, measured by enumeration). The gate's non-inferiority decision therefore takes the
+# The score test is asymptotic: at the margin it passes more often than alpha at small n with many items moving
+# both ways (measured by enumeration: reports/bench.md, bench/stats_oc.py). The gate's non-inferiority decision therefore takes the
 # exact unconditional p-value (Suissa & Shuster's construction): the probability, maximised over the nuisance
 # parameter (how many items move) on the null boundary, of a table at least as extreme by Tango's statistic.
 # It holds alpha at every n; the enumeration is O(n^2) tables, so above EXACT_MAX_N the asymptotic p is used
-# (where the measured excess has vanished).
+# (where the excess has vanished).
 EXACT_MAX_N = 1000
 NUISANCE_GRID = 41
 

@@ -15,6 +15,7 @@ from typing import Any
 from llmops import schemas
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+MLFLOW_BY_ENV = "LLMOPS_TRAIN_MLFLOW"  # "launcher": llmops.launcher logs the training run, the trainer does not
 
 
 def tracking_uri() -> str:
@@ -27,7 +28,7 @@ def tracking_uri() -> str:
 
 
 def mlflow():
-    """Import mlflow pointed at our store (import is ~1 s, so only stages that log pay it)."""
+    """Import mlflow pointed at our store (imported here, lazily: only stages that log pay its import)."""
     import logging
 
     import mlflow as _mlflow

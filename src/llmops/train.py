@@ -1,30 +1,28 @@
 """Stage `train`: LoRA-tune the pinned base on the prepared data; save a standard peft adapter folder.
 
-Run:  llmops train-launch --config_file configs/accelerate/cpu.yaml   (what dvc.yaml runs: the line below,
+Run:  llmops train-launch --config_file configs/accelerate/cpu.yaml   (what dvc.yaml runs: llmops.launcher starts
       accelerate launch --config_file configs/accelerate/cpu.yaml -m llmops.train   tied to its caller's life)
       llmops train                                                       (same training, no launcher)
 
 Loss is on the answer tokens only (prompt tokens are masked with -100), prompts go through the base
 tokenizer's chat template, and every seed is fixed, so two runs on one machine give byte-identical
-adapter weights. Plain transformers Trainer + peft: on this model it runs ~2x the steps/s of TRL's
-SFTTrainer on CPU and needs none of its extras (no packing: examples are short and lengths vary).
+adapter weights. Plain transformers Trainer + peft rather than TRL's SFTTrainer (why: docs/pipeline.md, Training).
 
 Outputs: paths.adapter_dir (adapter_model.safetensors + adapter_config.json + tokenizer),
 reports/train.json (deterministic quality metrics), reports/train_perf.json (runtime, tokens/s, memory,
 the loop's page faults and malloc setting, versions and hardware), reports/train_loss.csv (the loss curve
 DVC plots), reports/mlflow_run.json.
+
+Why one module (~300 lines): the training script, top to bottom: data, LoRA model, Trainer, metrics, MLflow;
+the launcher is llmops.launcher and its self-measurement llmops.perf.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import fcntl
 import os
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,6 @@ from llmops.artifacts import (
     atomic_dir,
     csv_text,
     environment,
-    read_json,
     read_jsonl,
     safe_url,
     sha256_tree,
@@ -45,15 +42,17 @@ from llmops.artifacts import (
 )
 from llmops.config import Params, Train
 from llmops.errors import DataError, StageError
-from llmops.model import identity, load_model, load_tokenizer
+from llmops.model import chat_texts, identity, load_model, load_tokenizer
+from llmops.perf import Phases, keep_freed_memory, minor_faults
+from llmops.runner import set_parent_death_signal
+from llmops.tracking import MLFLOW_BY_ENV
 
 IGNORE_INDEX = -100  # label value the loss skips
 
 
 def tokenize_example(tokenizer, messages: list[dict[str, str]], max_len: int) -> dict[str, list[int]]:
     """input_ids for prompt + answer, labels masked on the prompt so only the answer is learned."""
-    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    prompt, full = chat_texts(tokenizer, messages)
     if not full.startswith(prompt):
         raise StageError(
             "the chat template renders the prompt differently with and without the answer; "
@@ -134,33 +133,6 @@ def last_logged_loss(log_history: list[dict[str, Any]]) -> tuple[float | None, i
         if "loss" in entry:
             return entry["loss"], entry["step"]
     return None, None
-
-
-# glibc's allocator returns freed memory above M_TRIM_THRESHOLD to the kernel and serves blocks above
-# M_MMAP_THRESHOLD with fresh mmaps; both thresholds start at 128 KiB and only grow as the process frees large blocks,
-# so where they stand when the loop starts depends on what ran before it. After the loss-before pass they left the
-# demo's loop returning its activations to the kernel and faulting them in again every step in 14 runs of 15:
-# 113-175k page faults and 0.18-0.32 s of kernel time in a 1.2 s loop, against 7-8k and 0.02 s with both fixed at
-# glibc's own dynamic ceiling (32 MiB, trim 2x) from the start. The memory kept is what the next step allocates
-# again: peak RSS does not change (reports/bench.md).
-# Keyed by the environment variable glibc reads for the same setting (a user's own value there wins).
-MALLOC_THRESHOLDS = {"MALLOC_MMAP_THRESHOLD_": 32 << 20, "MALLOC_TRIM_THRESHOLD_": 64 << 20}
-MALLOPT_OPTION = {"MALLOC_MMAP_THRESHOLD_": -3, "MALLOC_TRIM_THRESHOLD_": -1}  # <malloc.h> M_MMAP_/M_TRIM_THRESHOLD
-
-
-def keep_freed_memory() -> dict[str, int] | None:
-    """Fix glibc's malloc thresholds (MALLOC_THRESHOLDS) for this process; what was set, or None (not glibc, or the
-    environment already sets them: MALLOC_*_THRESHOLD_ or GLIBC_TUNABLES=glibc.malloc.*)."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    user_set = any(k in os.environ for k in MALLOC_THRESHOLDS) or "glibc.malloc." in tunables
-    if not sys.platform.startswith("linux") or user_set:
-        return None
-    import ctypes
-
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # glibc returns 1 on success; musl's stub returns 0
-    if mallopt is None or not all(mallopt(MALLOPT_OPTION[k], v) == 1 for k, v in MALLOC_THRESHOLDS.items()):
-        return None
-    return dict(MALLOC_THRESHOLDS)
 
 
 def progress_callback():
@@ -286,40 +258,6 @@ def run(params: Params) -> dict[str, Any]:
     return metrics
 
 
-class Phases:
-    """Wall seconds per phase of the stage, for train_perf.json: what the user waits for beyond the loop."""
-
-    def __init__(self) -> None:
-        self.laps: dict[str, float] = {}
-        self.last = time.perf_counter()
-
-    def lap(self, name: str) -> float:
-        now = time.perf_counter()
-        self.laps[name] = now - self.last
-        self.last = now
-        return self.laps[name]
-
-    def summary(self) -> dict[str, float]:
-        out = {k: round(v, 3) for k, v in self.laps.items()}
-        out["process"] = round(process_age_s(), 3)
-        return out
-
-
-def minor_faults() -> int:
-    """Minor page faults of this process so far (every thread)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-def process_age_s() -> float:
-    """Seconds since this process started (Linux: /proc start time; elsewhere unknown = 0)."""
-    try:
-        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-
-
 def log_mlflow(params: Params, metrics: dict, perf: dict, history: list[dict[str, Any]]) -> None:
     """One MLflow run per training: params, per-step loss, final metrics, environment, base identity."""
     from llmops.tracking import flatten, mlflow, tracking_uri
@@ -354,151 +292,6 @@ def log_mlflow(params: Params, metrics: dict, perf: dict, history: list[dict[str
     )
 
 
-# --- launcher: `llmops train-launch` (dvc.yaml) -------------------------------------------------------------
-# A SIGKILLed `dvc repro` cannot clean up: its children are re-parented and would finish, log a stray MLflow run
-# and write outputs while the rerun trains. So the launcher (1) dies with its parent (PR_SET_PDEATHSIG), (2) runs
-# accelerate and the trainer in their own process group and takes the whole group down when it stops, and
-# (3) holds an flock on <adapter_dir>.lock that every descendant inherits: a rerun refuses to start while any
-# survivor of an earlier run (e.g. one whose launcher was killed with -9) still holds it.
-
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-MLFLOW_BY_ENV = "LLMOPS_TRAIN_MLFLOW"  # "launcher": the launcher logs the run (below), the trainer does not
-STOP_GRACE_S = 10.0  # SIGTERM to the group, then SIGKILL: enough for torch to exit, short enough for a rerun
-
-
-def set_parent_death_signal(sig: int) -> bool:
-    """Ask Linux to send `sig` to this process when its parent exits; False where prctl is unavailable."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
-
-
-# accelerate's `launch` command itself (what `accelerate launch` runs), then leave without tearing down the torch it
-# imported (~0.45 s on 2 cores, after the trainer has already exited); a failed launch raises and exits as usual
-ACCELERATE_LAUNCH = (
-    "from accelerate.commands.launch import main; from llmops.runner import exit_now; main(); exit_now(0)"
-)
-
-
-def accelerate_command(config_file: Path) -> list[str]:
-    """`accelerate launch --config_file <file> -m llmops.train`, run by this interpreter (same venv). The launch
-    command's own entry point rather than the `accelerate` CLI: the CLI also imports its other subcommands
-    (`estimate` pulls in transformers), ~1 s of startup spent before the trainer even starts."""
-    return [sys.executable, "-c", ACCELERATE_LAUNCH, "--config_file", str(config_file), "-m", "llmops.train"]
-
-
-def lock_path(params: Params) -> Path:
-    adapter = params.paths.adapter_dir
-    return adapter.parent / f"{adapter.name}.lock"
-
-
-def take_lock(path: Path) -> int:
-    """Open and flock `path` (non-blocking); the fd is inherited by the training processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
-        raise StageError(
-            f"{path}: another training (process group {holder}) still runs and writes "
-            f"{path.with_suffix('')}; stop it (kill -- -{holder}) or wait for it, then rerun"
-        ) from None
-    return fd
-
-
-def launch(params: Params, config_file: Path) -> int:
-    """Run accelerate + trainer as one process group that lives no longer than this process; return its exit code.
-
-    While the trainer imports and trains, this otherwise idle process imports MLflow (seconds, on a core the
-    trainer's single-threaded startup leaves free); once the trainer succeeded it logs the run from the files the
-    trainer wrote. So MLflow costs the user only the logging calls, not its import."""
-    if not config_file.is_file():
-        raise StageError(f"{config_file}: accelerate config not found (train.accelerate_config in params.yaml)")
-    parent = os.getppid()
-    set_parent_death_signal(signal.SIGTERM)  # our caller (dvc) died -> SIGTERM -> handler below stops the group
-    if os.getppid() != parent:  # it died before prctl took effect
-        return 128 + signal.SIGTERM
-    lock_fd = take_lock(lock_path(params))
-    group: list[int] = []
-
-    def stop(signum, _frame) -> None:
-        """Ask the group to stop, then leave whatever we were doing (waiting, importing MLflow, logging)."""
-        if group:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group[0], signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, stop)
-    proc = None
-    try:
-        proc = subprocess.Popen(
-            accelerate_command(config_file),
-            start_new_session=True,
-            pass_fds=(lock_fd,),
-            env={**os.environ, MLFLOW_BY_ENV: "launcher"},
-            preexec_fn=lambda: set_parent_death_signal(signal.SIGKILL),
-        )
-        group.append(proc.pid)  # the session leader's pid is the group id
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, str(proc.pid).encode(), 0)
-        warm_tracking_store()
-        code = proc.wait()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a second signal must not skip the cleanup
-            signal.signal(sig, signal.SIG_IGN)
-        group.clear()
-        if proc is not None:
-            stop_group(proc)
-        os.close(lock_fd)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, stop)  # group is empty now: a signal while logging just exits
-    if code == 0:
-        paths = params.paths
-        log_mlflow(
-            params,
-            read_json(paths.report("train.json")),
-            read_json(paths.report("train_perf.json")),
-            read_loss_curve(paths.report("train_loss.csv")),
-        )
-    return code
-
-
-def warm_tracking_store() -> None:
-    """Import MLflow and open its store while the trainer runs (~2 s + ~1 s on 2 cores, otherwise paid after the
-    loop). A sqlite store is opened only if its file exists: opening a new one creates its tables, and a kill
-    mid-creation would leave a half-built store, so a first run pays the creation after training instead."""
-    from llmops.tracking import mlflow, tracking_uri
-
-    ml = mlflow()
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return
-    with contextlib.suppress(Exception):  # an unreachable server fails the same way when the run is logged
-        ml.MlflowClient().search_experiments(max_results=1)  # MLflow caches the opened store per URI
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """Give a stopping group leader STOP_GRACE_S, then SIGKILL whatever is left of its group (a trainer outlives
-    accelerate if that was killed; a no-op when everything already exited)."""
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=STOP_GRACE_S)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def read_loss_curve(path: Path) -> list[dict[str, Any]]:
-    """reports/train_loss.csv back into log-history entries (step, loss) for MLflow."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        return [{"step": int(row["step"]), "loss": float(row["loss"])} for row in csv.DictReader(fh)]
-
-
 def main() -> None:
     """Entry point for `accelerate launch -m llmops.train`: exits when the accelerate launcher dies."""
     from llmops.runner import exit_now, run_stage
@@ -508,7 +301,7 @@ def main() -> None:
         sys.exit(128 + signal.SIGTERM)
 
     run_stage(run)
-    exit_now(0)  # the launcher waits for this process: skip the ~1.3 s teardown of torch, transformers, peft
+    exit_now(0)  # the launcher waits for this process: skip the teardown of torch, transformers, peft (runner)
 
 
 if __name__ == "__main__":

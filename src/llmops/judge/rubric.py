@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError, model_validator
 
 from llmops.config import Strict
-from llmops.errors import ConfigError
+from llmops.errors import ConfigError, problems
 from llmops.judge import hardening
 
 RUBRIC_DIR = "rubrics"
@@ -97,11 +97,7 @@ def load_rubric(folder: Path, name: str) -> Rubric:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     except ValidationError as exc:
-        problems = "; ".join(
-            (".".join(map(str, e["loc"])) + ": " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from None
+        raise ConfigError(f"{path}: {problems(exc.errors())}") from None
     if spec.name != name:
         raise ConfigError(f"{path}: name {spec.name!r} must match the file name {name!r}")
     source = template_path.read_text(encoding="utf-8")

@@ -5,7 +5,7 @@ Run:  llmops judge          (dvc repro judge; offline by default: judge.provider
           -S judge.model=gpt-4o     (any OpenAI-compatible endpoint: OpenAI, vLLM, Ollama; key only from env)
 
 1. Answers: the tuned and base models answer every domain eval prompt (data/prepared/eval.jsonl `messages`)
-   through the project's own server (llmops.serve.running_server, greedy, eval.max_gen_toks tokens), started
+   through the project's own server (llmops.serve_client.running_server, greedy, eval.max_gen_toks tokens), started
    only when something is not cached, with a fresh random bearer key (LLMOPS_SERVE_API_KEY) for this run.
 2. Judging: each answer is rendered into each rubric (rubric.py, hardening.py: every untrusted field is
    delimited and neutralised) and sent with the openai client (client.py: its own retries, bounded
@@ -20,6 +20,9 @@ Run:  llmops judge          (dvc repro judge; offline by default: judge.provider
 
 Outputs: reports/judge.json (metrics, fields in docs/judge.md), reports/judge_items.jsonl (every judgment),
 reports/judge_scores.csv (score histogram, a DVC plot); metrics mirrored into the training's MLflow run.
+
+Why one module (~330 lines): the stage's orchestration (answers, judgments, calibration, cache, outputs);
+every part it calls is its own module in this package.
 """
 
 from __future__ import annotations
@@ -49,7 +52,12 @@ from llmops.judge.rubric import RUBRIC_DIR, Rubric, load_rubric
 from llmops.judge.summary import bootstrap_ci, histogram_csv, item_scores, summarise_model
 
 SERVE_KEY_ENV = "LLMOPS_SERVE_API_KEY"  # read by `llmops serve`: when set, requests need this bearer key
-SERVING_MODULES = ("llmops.serve", "llmops.model")  # the server and the model loader it imports
+SERVING_MODULES = (
+    "llmops.serve",
+    "llmops.serve_api",
+    "llmops.serve_engine",
+    "llmops.model",
+)  # the server, its parts, the loader
 SERVING_LIBRARIES = ("torch", "transformers", "peft")
 UNUSED_URL = "http://127.0.0.1:9/v1"  # everything was cached: no request is sent
 
@@ -141,7 +149,7 @@ def _env(name: str, value: str) -> Iterator[None]:
 def local_server(params: Params, needed: bool) -> Iterator[Endpoint]:
     """The project's server for base + tuned, with a random per-run bearer key in its environment (set only
     while it starts: the child inherits it, nothing else does). Not started when `needed` is False."""
-    from llmops.serve import running_server
+    from llmops.serve_client import running_server
 
     if not needed:
         yield Endpoint(UNUSED_URL, "unused")
