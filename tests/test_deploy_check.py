@@ -152,6 +152,52 @@ def test_the_registered_adapter_and_merged_export_answer_as_evaluated(work):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["passed"] is True
 
+    # issue #25: the version is an MLflow model; `mlflow models serve` serves it from an empty folder, no repo
+    answer = mlflow_models_serve(f"models:/{name}@production", work.parent / "mlflow-serve", env)
+    assert isinstance(answer, str) and answer.strip(), answer
+
+
+def mlflow_models_serve(model_uri: str, folder: Path, env: dict[str, str]) -> str:
+    """`mlflow models serve -m <uri> --env-manager local` in `folder`; one /invocations request; its answer."""
+    import socket
+    import time
+    import urllib.request
+
+    folder.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    clean = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=folder,
+        env=clean,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow models serve did not come up"
+                time.sleep(0.5)
+        body = {"dataframe_records": [{"prompt": "Ticket: fiber cut at site B18", "max_new_tokens": 8}]}
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            (answer,) = json.loads(resp.read())["predictions"]
+        return answer
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
 
 @pytest.mark.slow  # lm-eval runs of the domain task on the (tiny) model
 def test_a_corrupted_adapter_tensor_is_caught_and_deploy_keeps_the_alias(work, tmp_path):

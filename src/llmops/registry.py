@@ -1,6 +1,7 @@
 """The registered version's format: what `llmops deploy` uploads, and how anyone loads or serves it again.
 
-Run:  MLFLOW_TRACKING_URI=<store> llmops serve --model-uri models:/<name>@production   (serve_registered)
+Run:  MLFLOW_TRACKING_URI=<store> llmops serve --model-uri models:/<name>@production   (serve_registered: OpenAI API)
+      MLFLOW_TRACKING_URI=<store> mlflow models serve -m models:/<name>@production --env-manager local   (pyfunc)
 
 One MLflow run artifact folder `model/`, self-sufficient (no repository, no params.yaml):
     adapter/              the LoRA adapter; adapter_config.json names the base as below; README.md = the model card
@@ -8,11 +9,14 @@ One MLflow run artifact folder `model/`, self-sufficient (no repository, no para
     base/*                for a built (tiny), converted (GGUF) or local base: the weights and tokenizer themselves
     merged/               with deploy.merged: base + adapter merged (llmops export), checked before staging
     llmops_model.json     the manifest: which folder is what, and the hashes a download must match
+    MLmodel, code/, requirements.txt, python_env.yaml
+                          the same folder as an MLflow pyfunc model (llmops.pyfunc): `mlflow models serve` serves it
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -81,7 +85,32 @@ def stage_version(params: Params, card: str, dest: Path) -> Path:
         " PeftModel.from_pretrained(base, 'adapter')  (or llmops.registry.load_version)",
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    as_mlflow_model(root)
     return root
+
+
+def as_mlflow_model(root: Path) -> None:
+    """Make the version folder an MLflow pyfunc model in place (`mlflow models serve -m models:/<name>@<alias>`):
+    MLmodel (python_function, loader_module llmops_pyfunc, the folder itself as data), the loader as
+    code/llmops_pyfunc.py (llmops.pyfunc, self-contained) and the libraries it needs, pinned to what ran here."""
+    from importlib import metadata
+
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from llmops import pyfunc
+
+    (root / "code").mkdir()
+    shutil.copy2(pyfunc.__file__, root / "code" / "llmops_pyfunc.py")
+    requirements = [f"{lib}=={metadata.version(lib)}" for lib in ("mlflow", "torch", "transformers", "peft")]
+    (root / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+    (root / "python_env.yaml").write_text(
+        f"python: {platform.python_version()}\nbuild_dependencies:\n  - pip\ndependencies:\n  - -r requirements.txt\n",
+        encoding="utf-8",
+    )
+    model = Model()
+    mlflow.pyfunc.add_to_model(model, loader_module="llmops_pyfunc", code="code", python_env="python_env.yaml")
+    model.save(str(root / "MLmodel"))
 
 
 def download_version(ml, uri: str, empty: Path) -> Path:
