@@ -16,9 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmops import launcher, perf, train
+from llmops import launcher, train
 from llmops.artifacts import sha256_file
 from llmops.config import load_params
+from llmops.perf import MALLOC_THRESHOLDS
 from llmops.tracking import mlflow
 
 
@@ -188,7 +189,7 @@ def test_freed_memory_is_reused_not_faulted_in_again(env, kept):
         [sys.executable, "-c", KEEP_CHILD], env={**clean, **env}, capture_output=True, text=True, check=True
     )
     out = json.loads(proc.stdout)
-    assert out["kept"] == (perf.MALLOC_THRESHOLDS if kept else None)
+    assert out["kept"] == (MALLOC_THRESHOLDS if kept else None)
     if kept:
         assert out["faults"] < out["pages"] // 100, out
     else:
@@ -251,7 +252,7 @@ def test_launcher_trains_and_logs_the_run(tiny_workdir, tmp_path):
     assert metrics["steps"] == 8 and (work / "models/adapter/adapter_model.safetensors").is_file()
     perf = json.loads((work / "reports/train_perf.json").read_text())
     assert "mlflow" not in perf["phases_s"]  # not paid by the trainer
-    assert perf["malloc"] == perf.MALLOC_THRESHOLDS and perf["loop_minor_faults"] > 0  # keep_freed_memory ran
+    assert perf["malloc"] == MALLOC_THRESHOLDS and perf["loop_minor_faults"] > 0  # keep_freed_memory ran
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

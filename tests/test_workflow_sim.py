@@ -139,7 +139,7 @@ def run_event(
 
 
 def stages_of(ws: Path) -> dict[str, list[str]]:
-    from llmops.report import dvc_stages
+    from llmops.ci_report import dvc_stages
 
     return dvc_stages((ws / "reports/ci/repro.log").read_text())
 
@@ -294,7 +294,7 @@ def test_pr_changing_a_train_param_reruns_train_to_report_only(pr):
     # and the metrics against main's published ones
     report = (ws / "reports/report.md").read_text()
     noise = report.split("## Change or noise?", 1)[1].split("\n## ", 1)[0]
-    assert "`main` as its CI last built it" in noise and "| triage_gen | " in noise, noise
+    assert "`origin/main` as its CI last built it" in noise and "| triage_gen | " in noise, noise
     metrics = report.split("## Metrics diff against", 1)[1].split("\n## ", 1)[0]
     assert "not available" not in metrics and "train.json:" in metrics, metrics
     assert st["ran"] == ["train", "eval_tuned", "judge", "gate", "report"]

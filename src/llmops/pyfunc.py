@@ -2,7 +2,7 @@
 
 Run:  MLFLOW_TRACKING_URI=<store> mlflow models serve -m models:/<name>@production --env-manager local -p 5001
       curl -X POST localhost:5001/invocations -H 'Content-Type: application/json' \\
-           -d '{"dataframe_records": [{"prompt": "a fiber cut isolated site B18", "max_new_tokens": 32}]}'
+           -d '{"dataframe_records": [{"prompt": "<an input of your domain>", "max_new_tokens": 32}]}'
 
 llmops.registry copies this file into every version as code/llmops_pyfunc.py and writes the version's MLmodel
 (flavor python_function, loader_module llmops_pyfunc, the version folder itself as its data), so it imports nothing
