@@ -11,6 +11,9 @@ and the tiny model passes its gate (the gate's own rules are tested in test_gate
   remote (moto)    main push builds and pushes outputs + run-cache + its state; a PR changing a train param
                    reruns train..report only; a PR changing a gate threshold reruns gate + report only;
                    a PR whose prepare stage fails gets a report naming the stage and the error
+  merge queue      the queue's build of a reviewed PR (write environment) pushes the run-cache and its commit's
+                   state, not main's; a PR stacked on it restores train from the run-cache; main's build of the
+                   queued commit restores every stage and reruns none
   fork PR          remote configured, no secrets: builds from scratch, labelled, never touches credentials
 """
 
@@ -116,6 +119,14 @@ def run_event(
     }
     if event == "push":
         github.update(ref=f"refs/heads/{ref_branch}", ref_name=ref_branch, base_ref="")
+    elif event == "merge_group":  # GitHub's queue branch gh-readonly-queue/main/pr-<n>-<sha>: main + the PR
+        github.update(ref=f"refs/heads/{ref_branch}", ref_name=ref_branch, base_ref="")
+        github["event"]["merge_group"] = {
+            "base_ref": "refs/heads/main",
+            "base_sha": git(ws, "rev-parse", "origin/main"),
+            "head_ref": f"refs/heads/{ref_branch}",
+            "head_sha": sha,
+        }
     else:
         github.update(ref="refs/pull/7/merge", ref_name="7/merge", base_ref="main", head_ref=ref_branch)
         github["event"]["pull_request"] = {
@@ -263,8 +274,8 @@ def test_main_push_builds_and_fills_the_remote(remote_main, s3):
 
 @pytest.fixture(scope="module")
 def pr(origin, remote_main, s3):
-    def _run(name: str, change, environments=ENVIRONMENTS, fork=False):
-        branch(origin, name, change)
+    def _run(name: str, change, environments=ENVIRONMENTS, fork=False, base="main"):
+        branch(origin, name, change, base=base)
         before = set(bucket_keys(s3[0]))
         ws, result = run_event(
             origin,
@@ -338,6 +349,99 @@ def test_fork_pr_without_secrets_rebuilds_labelled_and_a_failed_stage_is_reporte
     assert "min_examples" in report and "Gate: **" not in report
     assert report in result.summary
     assert not (ws / "reports/gate.json").exists()  # main's committed verdict never reaches this run's artifact
+
+
+QUEUE = "gh-readonly-queue/main/pr-8-queued"
+
+
+@pytest.fixture(scope="module")
+def queued(origin, remote_main, s3):
+    """A reviewed PR changing a train param enters the merge queue: GitHub builds main + the PR on a queue branch."""
+    branch(origin, QUEUE, lambda raw: raw["train"].update(learning_rate=0.003))
+    before = {k: v for k, v in bucket_objects(s3[0]).items()}
+    ws, result = run_event(
+        origin,
+        remote_main["tmp"],
+        event="merge_group",
+        ref_branch=QUEUE,
+        secrets={},
+        environment_secrets=ENVIRONMENTS,
+        env_extra=remote_main["env"],
+        vars_=remote_main["vars"],
+    )
+    after = bucket_objects(s3[0])
+    result.written = sorted(k for k in after if before.get(k) != after[k])
+    return ws, result
+
+
+def bucket_objects(endpoint: str) -> dict[str, str]:
+    """key -> ETag: what changed, not only what is new."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    return {
+        o["Key"]: o["ETag"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for o in page.get("Contents", [])
+    }
+
+
+def test_merge_queue_build_writes_the_run_cache_and_its_commits_state_not_mains(queued):
+    ws, result = queued
+    st = record("merge queue (train param)", ws, result)
+    assert result.ok, explain(result)
+    assert result.environment == "dvc-write" and result.step("dvc push").outcome == "success"
+    assert "train" in st["ran"]
+    sha = git(ws, "rev-parse", "HEAD")
+    assert f"dvc/llmops-state/commits/{sha}.tar.gz" in result.written
+    assert any(k.startswith("dvc/runs/") for k in result.written), "its run-cache entries"
+    assert "dvc/llmops-state/main.tar.gz" not in result.written  # main's state moves only when main has the commit
+
+
+def test_pr_stacked_on_the_queued_commit_restores_train_from_the_run_cache(pr, queued):
+    """Same train inputs as the queued build, main's published lock still the old one: train and eval_tuned come
+    from the run-cache the queue pushed. Before `llmops.ci restore` fetched the run-cache entries, `dvc repro
+    --pull` consulted only the runner's empty local run-cache and retrained: why main once missed a PR's training."""
+    ws, result = pr("pr-stacked", lambda raw: raw["report"].update(worst_items=6), base=QUEUE)  # report only
+    st = record("remote: PR stacked on the queue", ws, result)
+    assert result.ok, explain(result)
+    assert result.written == [], result.written
+    assert {"train", "eval_tuned"} <= set(st["restored"]) and "train" not in st["ran"], st
+    log = result.step("dvc repro").log
+    assert "Stage 'train' is cached - skipping run" in log and "run-cache entries" in log
+
+
+def test_main_after_the_merge_reuses_the_queued_build_and_reruns_nothing(origin, remote_main, queued, s3):
+    """The queue merges: main fast-forwards to the queued commit. Its build restores that commit's state (the
+    judge's persist output included) and reruns no stage; then it publishes main's state."""
+    git(origin, "checkout", "-q", "main")
+    git(origin, "merge", "-q", "--ff-only", QUEUE)
+    before = bucket_objects(s3[0])
+    tmp = remote_main["tmp"] / "after-merge"  # a fresh runner: the first main push's workspace stays
+    tmp.mkdir()
+    ws, result = run_event(
+        origin,
+        tmp,
+        event="push",
+        ref_branch="main",
+        secrets={},
+        environment_secrets=ENVIRONMENTS,
+        env_extra=remote_main["env"],
+        vars_=remote_main["vars"],
+    )
+    st = record("remote: main after the merge", ws, result)
+    assert result.ok, explain(result)
+    assert st["ran"] == [], st
+    assert {"train", "eval_tuned", "judge"} <= set(st["restored"] + st["unchanged"]), st
+    report = (ws / "reports/report.md").read_text()
+    assert "started from the state a trusted build of this very commit" in report, report[:600]
+    assert before["dvc/llmops-state/main.tar.gz"] != bucket_objects(s3[0])["dvc/llmops-state/main.tar.gz"]
 
 
 def test_zz_print_timings():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_sim import Ctx, evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github/workflows"
@@ -115,16 +116,24 @@ def test_pipeline_job_builds_what_is_missing_and_pushes_in_remote_mode():
     assert "--allow-missing" not in joined  # outputs absent means build them, never "skip"
     assert "dvc repro --pull" in by_id["repro"]["run"] and "dvc repro 2>&1" in by_id["repro"]["run"]
     assert "dvc push --run-cache" in by_id["push"]["run"] and "llmops.ci publish" in by_id["push"]["run"]
-    # only the default branch writes the remote, and only it holds the write environment (issue #25: PR code never
-    # holds keys that write what main or other PRs read)
-    assert by_id["push"]["if"] == (
-        "${{ steps.mode.outputs.mode == 'remote' && github.event_name == 'push' && "
-        "github.ref_name == github.event.repository.default_branch }}"
-    )
-    assert job["environment"] == (
-        "${{ (github.event_name == 'push' && github.ref_name == github.event.repository.default_branch) "
-        "&& 'dvc-write' || 'dvc-read' }}"
-    )
+    # only reviewed code writes the remote and holds the write environment: a push to the default branch, or the
+    # merge queue's build for it (issue #25: PR code never holds keys that write what main or other PRs read)
+    for event, ref_name, queue_base, trusted in [
+        ("push", "main", "", True),
+        ("push", "release", "", False),
+        ("pull_request", "7/merge", "", False),
+        ("merge_group", "gh-readonly-queue/main/pr-7-abc", "refs/heads/main", True),
+        ("merge_group", "gh-readonly-queue/release/pr-7-abc", "refs/heads/release", False),
+    ]:
+        github = {
+            "event_name": event,
+            "ref_name": ref_name,
+            "event": {"repository": {"default_branch": "main"}, "merge_group": {"base_ref": queue_base}},
+        }
+        ctx = {"github": Ctx(github), "steps": Ctx({"mode": {"outputs": {"mode": "remote"}}})}
+        assert evaluate(job["environment"], ctx) == ("dvc-write" if trusted else "dvc-read"), (event, ref_name)
+        assert bool(evaluate(by_id["push"]["if"], ctx)) is trusted, (event, ref_name)
+    assert "merge_group" in wf["on"]
     assert "rm -f reports/report.md reports/gate.json" in by_id["mode"]["run"]  # nor main's committed verdict
     # secrets: never in the install step nor at job/workflow level; the mode step only learns whether one is set
     assert "env" not in job and "secrets" not in yaml.safe_dump(wf.get("env"))

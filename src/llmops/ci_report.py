@@ -15,6 +15,9 @@ from llmops.artifacts import clip, md_table, write_text
 from llmops.github import MARKER
 
 BUILD_MODE_ENV = "LLMOPS_BUILD_MODE"
+# written by `llmops.ci restore --commit` when a trusted build of this very commit (the merge queue's) had published
+# its state and this run started from it: the build line says so
+COMMIT_NOTE = Path("reports/ci/commit_state.txt")
 FAILED_LOG_LINES = 40  # the tail of the step's log shown in the comment: the stage's own error is at its end
 
 
@@ -25,6 +28,8 @@ def with_build_mode(text: str, repro_log: Path | None = None) -> str:
     if not label:
         return text
     line = f"Build: {label}"
+    if COMMIT_NOTE.is_file():
+        line += f"; {COMMIT_NOTE.read_text(encoding='utf-8').strip()}"
     if repro_log is not None and repro_log.is_file():
         stages = dvc_stages(repro_log.read_text(encoding="utf-8", errors="replace"))
         parts = [
