@@ -9,10 +9,11 @@ TORCH ?= torch==2.13.0
 BIN := $(abspath $(VENV))/bin
 RUN := PATH="$(BIN):$$PATH" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: help install lock demo demo-real test test-fast lint bench clean
-help:  ## list targets (bench only where bench/ exists: a baked project has none)
+.PHONY: help install lock demo demo-real test test-fast lint bench clean template-update
+help:  ## list targets (bench only where bench/ exists, template-update only in a baked project)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | $(if $(wildcard bench),cat,grep -v '^bench:') \
-		| awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+		| $(if $(wildcard .cruft.json),cat,grep -v '^template-update:') \
+		| awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 # The environment is locked (requirements/*.lock: every package pinned with its hashes, from `make lock`):
 # cpu.lock for any host with TORCH installed first (it leaves torch out); on GPU hosts
@@ -65,6 +66,27 @@ test-fast: install  ## the unit tier only (no model, process or socket; seconds)
 lint: install  ## ruff check + ruff format --check (fix: .venv/bin/ruff check --fix . && .venv/bin/ruff format .)
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+
+# cruft diffs two commits of the template (the one .cruft.json records and the newest): a plain folder, or a
+# checkout without that commit, stops inside cruft with a git traceback, so check both first and say what to do.
+template-update:  ## take the template's newer commits (cruft update); TEMPLATE=<git checkout>, ARGS=-y
+	@test -f .cruft.json || { echo "template-update: no .cruft.json here: this repository was not baked from the template" >&2; exit 2; }
+	@test -x $(BIN)/cruft || { echo "template-update: $(BIN)/cruft not found: run make install first" >&2; exit 2; }
+	@if [ -n "$(TEMPLATE)" ]; then \
+		commit=$$($(BIN)/python -c "import json; print(json.load(open('.cruft.json'))['commit'])"); \
+		if ! git -C "$(TEMPLATE)" rev-parse --git-dir >/dev/null 2>&1; then \
+			echo "template-update: TEMPLATE=$(TEMPLATE) is not a git checkout. cruft diffs the template's commit $$commit" >&2; \
+			echo "  (recorded in .cruft.json) with its newest one: clone the template (git clone <url> <dir>) and pass that." >&2; \
+			echo "  A plain copy (an unpacked zip) cannot update this project: docs/new-domain.md, Updates." >&2; exit 2; \
+		fi; \
+		if ! git -C "$(TEMPLATE)" cat-file -e "$$commit^{commit}" 2>/dev/null; then \
+			echo "template-update: $(TEMPLATE) does not hold commit $$commit, the one .cruft.json records:" >&2; \
+			echo "  use a clone or fork of the template this project was baked from (git fetch its history)." >&2; exit 2; \
+		fi; \
+		$(BIN)/cruft update --template-path "$(TEMPLATE)" $(ARGS); \
+	else \
+		$(BIN)/cruft update $(ARGS); \
+	fi
 
 clean:  ## remove generated models, prepared data and the local MLflow store (not the venv)
 	rm -rf models data/prepared mlflow.db mlruns

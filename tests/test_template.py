@@ -349,7 +349,7 @@ def test_git_repo_with_one_commit_and_dvc_pipeline(baked, name):
         assert f"Running stage '{stage}'" in dry, (stage, dry)
     # make help lists only what exists in the bake (bench/ stays in the template's repository)
     listed = [line.split()[0] for line in run(["make", "help"], repo, env).stdout.splitlines() if line.strip()]
-    assert "demo" in listed and "bench" not in listed
+    assert "demo" in listed and "template-update" in listed and "bench" not in listed
     # the real offline model is one command away in every bake (its profile validates against the baked params)
     assert (repo / "data/benchmarks/arc_easy.jsonl").is_file()
     assert "base.model=smollm2-135m-instruct" in run(["llmops", "profile", "smollm2"], repo, env).stdout
@@ -535,7 +535,18 @@ def test_cruft_update_from_a_newer_template_checkout(template_repo, tmp_path):
     commit = improve_template(newer, env, "improved in the newer checkout")
     shutil.rmtree(tpl)  # the URL the bake was made from is gone (moved, renamed, or a fork replaced it)
 
-    proc = run([BIN / "cruft", "update", "--template-path", newer, "--skip-apply-ask"], repo, env)
+    # the documented command checks what cruft would die on with a git traceback: a plain folder, a wrong checkout
+    make = ["make", "template-update", f"VENV={BIN.parent}"]
+    plain = tmp_path / "unzipped"
+    shutil.copytree(newer, plain, ignore=shutil.ignore_patterns(".git"))
+    unrelated = tmp_path / "unrelated"
+    run(["git", "init", "-q", unrelated], tmp_path, env)
+    for folder, says in ((plain, "is not a git checkout"), (unrelated, "does not hold commit")):
+        proc = run([*make, f"TEMPLATE={folder}"], repo, env, check=False)
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not run(["git", "status", "--porcelain"], repo, env).stdout  # nothing touched
+
+    proc = run([*make, f"TEMPLATE={newer}", "ARGS=--skip-apply-ask"], repo, env)
     assert_updated(repo, "improved in the newer checkout", commit, proc.stdout + proc.stderr)
     status = run(["git", "status", "--porcelain"], repo, env).stdout.splitlines()
     assert sorted(line[3:] for line in status) == [LINK_FILE, "Makefile", "prompts/task/system.txt"], status
