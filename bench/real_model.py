@@ -70,12 +70,14 @@ def results(repo: Path) -> tuple[list[str], str]:
 
 
 def write_section(text_rows: list[str], path: Path) -> None:
+    """Replace the section whose heading is text_rows[0] in bench.md (or append it)."""
+    heading = text_rows[0]
     text = path.read_text() if path.is_file() else "# Benchmarks\n"
     section = "\n".join(text_rows) + "\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
+    pattern = re.compile(rf"{re.escape(heading)}\n.*?(?=\n## |\Z)", re.S)
     text = (
         pattern.sub(lambda _: section.rstrip("\n"), text)
-        if SECTION + "\n" in text
+        if heading + "\n" in text
         else text.rstrip("\n") + "\n\n" + section
     )
     path.write_text(text)
