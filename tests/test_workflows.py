@@ -3,6 +3,7 @@ the structure the deploy's safety rests on holds (deploy needs the gated job, de
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -197,3 +198,16 @@ def test_rollback_and_redeploy_from_the_actions_tab():
     assert last["env"]["ACTION"] == "${{ inputs.action }}" and last["env"]["VERSION"] == "${{ inputs.version }}"
     assert "llmops rollback" in last["run"] and 'llmops deploy --version "$VERSION"' in last["run"]
     assert [s for s in steps(job) if secret_refs(s)] == [last]
+
+
+@pytest.mark.integration
+def test_progress_bars_redraw_at_most_every_30_s_in_the_pipeline_log():
+    """Issue #26 item 6: lm-eval's tqdm bars would put a redraw per batch into the CI log; the workflow's env
+    caps them, and tqdm (which reads TQDM_* defaults from the environment when imported) honours it."""
+    value = load("pipeline.yml")["env"]["TQDM_MININTERVAL"]
+    assert float(value) >= 30
+    code = "from tqdm import tqdm\nwith tqdm(total=1) as bar: print(bar.mininterval)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "TQDM_MININTERVAL": value}, capture_output=True, text=True
+    )
+    assert float(proc.stdout) == float(value), proc.stderr
