@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmops import launcher, train
-from llmops.artifacts import sha256_file
+from llmops import launcher, schemas, train
+from llmops.artifacts import dumps, sha256_file
 from llmops.config import load_params
 from llmops.perf import MALLOC_THRESHOLDS
 from llmops.tracking import mlflow
@@ -64,8 +64,10 @@ def test_lora_trains_adapter_only(tiny_workdir, in_copy_of):
     curve = (work / "reports/train_loss.csv").read_text().splitlines()
     assert curve[0] == "step,loss,learning_rate" and len(curve) == 1 + 8 // 2
 
-    run_id = json.loads((work / "reports/mlflow_run.json").read_text())["run_id"]
-    run = mlflow().get_run(run_id)  # the test's own store (MLFLOW_TRACKING_URI under tmp_path)
+    written = work / "reports" / schemas.MLFLOW_RUN  # its contract, and written the way artifacts.dumps writes
+    recorded = schemas.read(written, schemas.MlflowRun)
+    assert dumps(recorded.model_dump(mode="json")) == written.read_text(encoding="utf-8")
+    run = mlflow().get_run(recorded.run_id)  # the test's own store (MLFLOW_TRACKING_URI under tmp_path)
     assert run.data.params["train.lora.r"] == str(params.train.lora.r)
     assert run.data.metrics["train.loss_after"] == metrics["loss_after"]
 

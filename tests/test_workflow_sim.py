@@ -241,7 +241,8 @@ def remote_main(origin, s3, tmp_path_factory):
     return {"tmp": tmp, "env": env, "vars": repo_vars, "ws": ws, "result": result}
 
 
-def bucket_keys(endpoint: str) -> list[str]:
+def bucket_objects(endpoint: str) -> dict[str, str]:
+    """key -> ETag of every object on the simulated remote: what a job changed, not only what it added."""
     import boto3
 
     s3 = boto3.client(
@@ -251,11 +252,30 @@ def bucket_keys(endpoint: str) -> list[str]:
         aws_secret_access_key="testing",
         region_name="us-east-1",
     )
-    return [
-        o["Key"]
+    return {
+        o["Key"]: o["ETag"]
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
         for o in page.get("Contents", [])
-    ]
+    }
+
+
+def remote_run(origin: Path, tmp: Path, remote_main: dict, s3, *, event: str, ref_branch: str, **kw):
+    """run_event on a runner configured for the moto remote; result.written = the objects the job added or changed."""
+    before = bucket_objects(s3[0])
+    kw.setdefault("environment_secrets", ENVIRONMENTS)
+    ws, result = run_event(
+        origin,
+        tmp,
+        event=event,
+        ref_branch=ref_branch,
+        secrets={},
+        env_extra=remote_main["env"],
+        vars_=remote_main["vars"],
+        **kw,
+    )
+    after = bucket_objects(s3[0])
+    result.written = sorted(k for k in after if before.get(k) != after[k])
+    return ws, result
 
 
 def test_main_push_builds_and_fills_the_remote(remote_main, s3):
@@ -264,7 +284,7 @@ def test_main_push_builds_and_fills_the_remote(remote_main, s3):
     assert result.ok, explain(result)
     assert result.environment == "dvc-write"  # the one job holding write keys: the default branch's, reviewed code
     assert st["ran"] == STAGES
-    keys = bucket_keys(s3[0])
+    keys = list(bucket_objects(s3[0]))
     assert any(k.startswith("dvc/files/md5/") for k in keys)
     assert any(k.startswith("dvc/runs/") for k in keys), "dvc push --run-cache"
     assert "dvc/llmops-state/main.tar.gz" in keys
@@ -276,20 +296,16 @@ def test_main_push_builds_and_fills_the_remote(remote_main, s3):
 def pr(origin, remote_main, s3):
     def _run(name: str, change, environments=ENVIRONMENTS, fork=False, base="main"):
         branch(origin, name, change, base=base)
-        before = set(bucket_keys(s3[0]))
-        ws, result = run_event(
+        return remote_run(
             origin,
             remote_main["tmp"],
+            remote_main,
+            s3,
             event="pull_request",
             ref_branch=name,
-            secrets={},
             environment_secrets=environments,
             fork=fork,
-            env_extra=remote_main["env"],
-            vars_=remote_main["vars"],
         )
-        result.written = sorted(set(bucket_keys(s3[0])) - before)  # what this PR's job put on the remote
-        return ws, result
 
     return _run
 
@@ -358,38 +374,7 @@ QUEUE = "gh-readonly-queue/main/pr-8-queued"
 def queued(origin, remote_main, s3):
     """A reviewed PR changing a train param enters the merge queue: GitHub builds main + the PR on a queue branch."""
     branch(origin, QUEUE, lambda raw: raw["train"].update(learning_rate=0.003))
-    before = {k: v for k, v in bucket_objects(s3[0]).items()}
-    ws, result = run_event(
-        origin,
-        remote_main["tmp"],
-        event="merge_group",
-        ref_branch=QUEUE,
-        secrets={},
-        environment_secrets=ENVIRONMENTS,
-        env_extra=remote_main["env"],
-        vars_=remote_main["vars"],
-    )
-    after = bucket_objects(s3[0])
-    result.written = sorted(k for k in after if before.get(k) != after[k])
-    return ws, result
-
-
-def bucket_objects(endpoint: str) -> dict[str, str]:
-    """key -> ETag: what changed, not only what is new."""
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    return {
-        o["Key"]: o["ETag"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-        for o in page.get("Contents", [])
-    }
+    return remote_run(origin, remote_main["tmp"], remote_main, s3, event="merge_group", ref_branch=QUEUE)
 
 
 def test_merge_queue_build_writes_the_run_cache_and_its_commits_state_not_mains(queued):
@@ -422,26 +407,16 @@ def test_main_after_the_merge_reuses_the_queued_build_and_reruns_nothing(origin,
     judge's persist output included) and reruns no stage; then it publishes main's state."""
     git(origin, "checkout", "-q", "main")
     git(origin, "merge", "-q", "--ff-only", QUEUE)
-    before = bucket_objects(s3[0])
     tmp = remote_main["tmp"] / "after-merge"  # a fresh runner: the first main push's workspace stays
     tmp.mkdir()
-    ws, result = run_event(
-        origin,
-        tmp,
-        event="push",
-        ref_branch="main",
-        secrets={},
-        environment_secrets=ENVIRONMENTS,
-        env_extra=remote_main["env"],
-        vars_=remote_main["vars"],
-    )
+    ws, result = remote_run(origin, tmp, remote_main, s3, event="push", ref_branch="main")
     st = record("remote: main after the merge", ws, result)
     assert result.ok, explain(result)
     assert st["ran"] == [], st
     assert {"train", "eval_tuned", "judge"} <= set(st["restored"] + st["unchanged"]), st
     report = (ws / "reports/report.md").read_text()
     assert "started from the state a trusted build of this very commit" in report, report[:600]
-    assert before["dvc/llmops-state/main.tar.gz"] != bucket_objects(s3[0])["dvc/llmops-state/main.tar.gz"]
+    assert "dvc/llmops-state/main.tar.gz" in result.written  # main's state moves now
 
 
 def test_zz_print_timings():
